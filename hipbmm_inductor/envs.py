@@ -1,0 +1,102 @@
+"""Every environment variable hipbmm-inductor reads, in one place.
+
+Variables are read lazily, at the moment a value is needed, through this module (``envs.NAME``),
+so tests, the CLI and users can change them at run time. Each one has a Python equivalent; a
+value set from Python wins over the environment.
+
+| variable | default | Python equivalent | meaning |
+|---|---|---|---|
+| ``HIPBMM_BACKEND`` | ``auto`` | ``hipbmm_inductor.set_backend(name)`` | ``auto``, ``reference``, ``triton`` or ``aiter``: the backend behind ``hipb_mm_fp8``. ``auto`` picks the best usable one for the device; a named one that cannot run fails with the reason. Naming one also opts the compiler pass in on every device. |
+| ``HIPBMM_LOWERING`` | ``1`` | ``hipbmm_inductor.enable()`` / ``disable()`` | ``0`` turns the Inductor rewrite off. |
+| ``HIPBMM_TUNING`` | ``cache`` | ``hipbmm_inductor.tuning.set_mode(mode)`` | ``off`` (heuristic only), ``cache`` (use tuned results, never benchmark), ``online`` (tune on a miss, outside graph capture and tracing). |
+| ``HIPBMM_TUNING_CACHE`` | user cache dir | ``hipbmm_inductor.tuning.set_cache_dir(path)`` | Folder of the tuning CSV files (one per device architecture). |
+| ``HIPBMM_TUNING_RECORD`` | ``0`` | ``hipbmm_inductor.tuning.set_record(True)`` | ``1`` records shapes that ran untuned, for ``tune --from``. |
+| ``HIPBMM_HIP_ONLINE_TUNING`` | ``0`` | ``hipbmm_inductor.integrations.aiter.enable_vendor_online_tuning()`` | ``1`` forwards ``HIP_ONLINE_TUNING=1`` to hipBLASLt before it initialises (aiter backend only). |
+| ``HIPBMM_USE_AITER`` | ``1`` | ``set_backend("aiter")`` / ``set_backend("triton")`` | ``0`` keeps ``auto`` from choosing aiter outside vLLM. Under vLLM, vLLM's ``VLLM_ROCM_USE_AITER``, ``VLLM_ROCM_USE_AITER_LINEAR`` and ``VLLM_ROCM_USE_AITER_LINEAR_HIPBMM`` decide instead. |
+| ``HIPBMM_VLLM_ENABLE`` | ``auto`` | -- | vLLM plugin: ``auto`` registers the kernel first on ROCm only, ``1`` everywhere, ``0`` nowhere. |
+| ``HIPBMM_HYPOTHESIS_PROFILE`` | ``ci`` | ``--hypothesis-profile`` | ``ci`` (modest), ``dev``, or ``deep`` (>= 10,000 examples per property). |
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+__all__ = ["ENV_VARS", "BACKEND_NAMES", "TUNING_MODES"]
+
+BACKEND_NAMES = ("auto", "reference", "triton", "aiter")
+TUNING_MODES = ("off", "cache", "online")
+
+# Values set from Python (set_backend, enable/disable, ...). They win over the environment.
+_overrides: dict[str, object] = {}
+
+
+def _flag(name: str, default: str) -> bool:
+    raw = os.environ.get(name, default).strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, default).strip().lower()
+    if raw not in choices:
+        raise ValueError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+    return raw
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "hipbmm_inductor")
+
+
+ENV_VARS: dict[str, Callable[[], object]] = {
+    "HIPBMM_BACKEND": lambda: _choice("HIPBMM_BACKEND", "auto", BACKEND_NAMES),
+    "HIPBMM_LOWERING": lambda: _flag("HIPBMM_LOWERING", "1"),
+    "HIPBMM_TUNING": lambda: _choice("HIPBMM_TUNING", "cache", TUNING_MODES),
+    "HIPBMM_TUNING_CACHE": lambda: os.environ.get("HIPBMM_TUNING_CACHE") or _default_cache_dir(),
+    "HIPBMM_TUNING_RECORD": lambda: _flag("HIPBMM_TUNING_RECORD", "0"),
+    "HIPBMM_HIP_ONLINE_TUNING": lambda: _flag("HIPBMM_HIP_ONLINE_TUNING", "0"),
+    "HIPBMM_USE_AITER": lambda: _flag("HIPBMM_USE_AITER", "1"),
+    "HIPBMM_VLLM_ENABLE": lambda: _choice("HIPBMM_VLLM_ENABLE", "auto", ("auto", "1", "0")),
+    "HIPBMM_HYPOTHESIS_PROFILE": lambda: _choice(
+        "HIPBMM_HYPOTHESIS_PROFILE", "ci", ("ci", "dev", "deep")
+    ),
+    # Read, never set, by us: vLLM's switches for its aiter linear path (SPEC section 4).
+    "VLLM_ROCM_USE_AITER": lambda: _flag("VLLM_ROCM_USE_AITER", "0"),
+    "VLLM_ROCM_USE_AITER_LINEAR": lambda: _flag("VLLM_ROCM_USE_AITER_LINEAR", "1"),
+    "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM": lambda: _flag("VLLM_ROCM_USE_AITER_LINEAR_HIPBMM", "1"),
+}
+
+
+def set_override(name: str, value: object) -> None:
+    """Python equivalent of an environment variable; ``None`` removes the override."""
+    if name not in ENV_VARS:
+        raise KeyError(f"unknown hipbmm_inductor setting {name!r}; known: {sorted(ENV_VARS)}")
+    if value is None:
+        _overrides.pop(name, None)
+    else:
+        _overrides[name] = value
+
+
+def is_overridden(name: str) -> bool:
+    return name in _overrides
+
+
+def is_set(name: str) -> bool:
+    """True where the user chose a value (from Python or the environment), not a default."""
+    return name in _overrides or name in os.environ
+
+
+def __getattr__(name: str) -> object:
+    if name in _overrides:
+        return _overrides[name]
+    if name in ENV_VARS:
+        return ENV_VARS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(ENV_VARS))

@@ -1,0 +1,118 @@
+"""``hipbmm_inductor.status()``: what runs here, and why the rest does not."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+
+from . import envs
+from .ops import registry
+from .ops.errors import BackendUnavailableError
+
+__all__ = ["BackendStatus", "Status", "status"]
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    usable: bool
+    reason: str
+    fast: bool
+
+
+@dataclass(frozen=True)
+class Status:
+    version: str
+    python: str
+    torch: str
+    triton: Optional[str]
+    device: str
+    device_name: str
+    platform: str  # cpu | cuda | rocm
+    arch: Optional[str]
+    configured_backend: str
+    chosen_backend: Optional[str]
+    choice_error: Optional[str]
+    lowering_enabled: bool
+    backends: list[BackendStatus] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [
+            f"hipbmm_inductor {self.version}  (python {self.python}, torch {self.torch}, "
+            f"triton {self.triton or 'not installed'})",
+            f"device:   {self.device} ({self.device_name}); platform {self.platform}"
+            + (f", arch {self.arch}" if self.arch else ""),
+            f"backend:  HIPBMM_BACKEND={self.configured_backend} -> "
+            + (self.chosen_backend or f"none ({self.choice_error})"),
+            f"lowering: {'enabled' if self.lowering_enabled else 'disabled'}",
+            "backends:",
+        ]
+        width = max(len(b.name) for b in self.backends) if self.backends else 0
+        for b in self.backends:
+            mark = "usable " if b.usable else "no     "
+            fast = " [fast here]" if b.fast else ""
+            lines.append(f"  {b.name:<{width}}  {mark} {b.reason}{fast}")
+        return "\n".join(lines)
+
+
+def _triton_version() -> Optional[str]:
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception:
+        return None
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _arch(device: torch.device) -> Optional[str]:
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    if torch.version.hip:
+        return getattr(props, "gcnArchName", "").split(":")[0] or None
+    return f"sm_{props.major}{props.minor}"
+
+
+def status(device: Optional[torch.device | str] = None) -> Status:
+    """Report platform, the configured and chosen backend, and each backend's usability."""
+    from . import __version__
+    from .lowering import is_enabled
+
+    device = torch.device(device) if device is not None else _default_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    rows = []
+    for b in registry.backend_names():
+        av = registry.availability(b, device)
+        backend = registry.get_backend(b)
+        fast = bool(av) and backend is not None and bool(backend.is_fast(device))
+        rows.append(BackendStatus(b, av.ok, av.reason, fast))
+    chosen, err = None, None
+    try:
+        chosen = registry.backend_for(device).name
+    except BackendUnavailableError as e:
+        err = str(e)
+    return Status(
+        version=__version__,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        triton=_triton_version(),
+        device=str(device),
+        device_name=name,
+        platform=registry.device_kind(device),
+        arch=_arch(device),
+        configured_backend=envs.HIPBMM_BACKEND,
+        chosen_backend=chosen,
+        choice_error=err,
+        lowering_enabled=is_enabled(),
+        backends=rows,
+    )
