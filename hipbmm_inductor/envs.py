@@ -11,9 +11,11 @@ value set from Python wins over the environment.
 | ``HIPBMM_TUNING`` | ``cache`` | ``hipbmm_inductor.tuning.set_mode(mode)`` | ``off`` (heuristic only), ``cache`` (use tuned results, never benchmark), ``online`` (tune on a miss, outside graph capture and tracing). |
 | ``HIPBMM_TUNING_CACHE`` | user cache dir | ``hipbmm_inductor.tuning.set_cache_dir(path)`` | Folder of the tuning CSV files (one per device architecture). |
 | ``HIPBMM_TUNING_RECORD`` | ``0`` | ``hipbmm_inductor.tuning.set_record(True)`` | ``1`` records shapes that ran untuned, for ``tune --from``. |
-| ``HIPBMM_HIP_ONLINE_TUNING`` | ``0`` | ``hipbmm_inductor.integrations.aiter.enable_vendor_online_tuning()`` | ``1`` forwards ``HIP_ONLINE_TUNING=1`` to hipBLASLt before it initialises (aiter backend only). |
+| ``HIPBMM_HIP_ONLINE_TUNING`` | ``0`` | ``hipbmm_inductor.tuning.vendor.enable_vendor_online_tuning()`` | ``1`` forwards ``HIP_ONLINE_TUNING=1`` to hipBLASLt before it initialises (aiter backend only; aiter then writes ``./hip_online_tuning_res.csv``). |
+| ``HIP_ONLINE_TUNING`` | unset | -- | aiter/hipBLASLt's own online tuning (SPEC section 3). Set by hipbmm-inductor only when ``HIPBMM_HIP_ONLINE_TUNING=1``; a value the user set is left alone. |
 | ``HIPBMM_USE_AITER`` | ``1`` | ``set_backend("aiter")`` / ``set_backend("triton")`` | ``0`` keeps ``auto`` from choosing aiter outside vLLM. Under vLLM, vLLM's ``VLLM_ROCM_USE_AITER``, ``VLLM_ROCM_USE_AITER_LINEAR`` and ``VLLM_ROCM_USE_AITER_LINEAR_HIPBMM`` decide instead. |
 | ``HIPBMM_VLLM_ENABLE`` | ``auto`` | -- | vLLM plugin: ``auto`` registers the kernel first on ROCm only, ``1`` everywhere, ``0`` nowhere. |
+| ``TRITON_INTERPRET`` | ``0`` | -- | Triton's own switch, read by the Triton backend: ``1`` runs its kernels in Triton's interpreter on the CPU (slow; for tests). |
 | ``HIPBMM_HYPOTHESIS_PROFILE`` | ``ci`` | ``--hypothesis-profile`` | ``ci`` (modest), ``dev``, or ``deep`` (>= 10,000 examples per property). |
 """
 
@@ -53,7 +55,8 @@ def _default_cache_dir() -> str:
 
 
 ENV_VARS: dict[str, Callable[[], object]] = {
-    "HIPBMM_BACKEND": lambda: _choice("HIPBMM_BACKEND", "auto", BACKEND_NAMES),
+    # Any registered backend name is valid (third parties register more); the registry checks it.
+    "HIPBMM_BACKEND": lambda: os.environ.get("HIPBMM_BACKEND", "auto").strip().lower() or "auto",
     "HIPBMM_LOWERING": lambda: _flag("HIPBMM_LOWERING", "1"),
     "HIPBMM_TUNING": lambda: _choice("HIPBMM_TUNING", "cache", TUNING_MODES),
     "HIPBMM_TUNING_CACHE": lambda: os.environ.get("HIPBMM_TUNING_CACHE") or _default_cache_dir(),
@@ -64,6 +67,12 @@ ENV_VARS: dict[str, Callable[[], object]] = {
     "HIPBMM_HYPOTHESIS_PROFILE": lambda: _choice(
         "HIPBMM_HYPOTHESIS_PROFILE", "ci", ("ci", "dev", "deep")
     ),
+    # Read, never set, by us: Triton's interpreter switch (the Triton backend then runs its
+    # kernels on the CPU, which is how CI tests them).
+    "TRITON_INTERPRET": lambda: _flag("TRITON_INTERPRET", "0"),
+    # aiter/hipBLASLt's own online-tuning switch (SPEC section 3): read to respect a user's
+    # explicit value; set only by tuning.vendor, when HIPBMM_HIP_ONLINE_TUNING asks for it.
+    "HIP_ONLINE_TUNING": lambda: _flag("HIP_ONLINE_TUNING", "0"),
     # Read, never set, by us: vLLM's switches for its aiter linear path (SPEC section 4).
     "VLLM_ROCM_USE_AITER": lambda: _flag("VLLM_ROCM_USE_AITER", "0"),
     "VLLM_ROCM_USE_AITER_LINEAR": lambda: _flag("VLLM_ROCM_USE_AITER_LINEAR", "1"),

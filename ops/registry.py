@@ -158,6 +158,10 @@ def reset_selection() -> None:
 
 
 def _select(name: str, device: torch.device) -> Backend:
+    if name != "auto" and name not in backend_names():
+        raise ValueError(
+            f"HIPBMM_BACKEND={name!r}: unknown backend; expected one of auto, {', '.join(backend_names())}"
+        )
     if name != "auto":
         av = availability(name, device)
         if not av:

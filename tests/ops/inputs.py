@@ -1,0 +1,76 @@
+"""Valid ``hipb_mm_fp8`` inputs built from a plain weight, so tests keep the unshuffled truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+import hipbmm_inductor as hi
+
+FP8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
+
+
+@dataclass
+class Case:
+    A: torch.Tensor
+    W: torch.Tensor  # the plain [N, K] weight B was packed from
+    B: torch.Tensor
+    scale_a: torch.Tensor
+    scale_b: torch.Tensor
+    bias: Optional[torch.Tensor]
+    out_dtype: torch.dtype = torch.bfloat16
+
+    @property
+    def args(self):
+        return (self.A, self.B, self.scale_a, self.scale_b, self.bias, self.out_dtype)
+
+
+def make_case(
+    M: int,
+    N: int,
+    K: int,
+    fp8: torch.dtype = torch.float8_e4m3fn,
+    bias_dtype: Optional[torch.dtype] = torch.bfloat16,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    # Values spread over the fp8 range (|x| up to ~8) with random signs: the product then
+    # exercises rounding, not just small integers.
+    A = (torch.randn(M, K, generator=g) * 2).to(fp8)
+    W = (torch.randn(N, K, generator=g) * 2).to(fp8)
+    scale_a = torch.rand(M, 1, generator=g) * 0.02 + 0.001
+    scale_b = torch.rand(1, N, generator=g) * 0.02 + 0.001
+    bias = None if bias_dtype is None else torch.randn(N, generator=g).to(bias_dtype)
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    W = W.to(device)
+    return Case(to(A), W, hi.prepack_weight(W), to(scale_a), to(scale_b), to(bias))
+
+
+def float64_oracle(case: Case) -> torch.Tensor:
+    """The op's math in float64 from the *plain* weight: independent of every layout routine."""
+    acc = case.A.double() @ case.W.double().t()
+    out = acc * case.scale_a.double() * case.scale_b.double()
+    if case.bias is not None:
+        out = out + case.bias.double()
+    return out
+
+
+def error_bound(case: Case) -> torch.Tensor:
+    """Elementwise bound on |op - float64 truth| for a bf16 result of an fp32-accumulated GEMM.
+
+    - bf16 keeps 8 significant bits: rounding the exact value costs at most half an ulp, i.e.
+      2^-8 relative. We allow 2^-7 (one ulp): the fp32 value being rounded is itself slightly off,
+      and can land on the other side of a rounding boundary.
+    - fp32 accumulation of K products: |error| <= K * 2^-24 * sum_k |a_k w_k| (the standard
+      gamma_K bound), scaled by the scales; the epilogue adds a few fp32 roundings (2^-22 relative).
+    The fp8 inputs are exact: they are the inputs, not approximations of them.
+    """
+    absacc = case.A.double().abs() @ case.W.double().abs().t()
+    K = case.A.shape[1]
+    scale = case.scale_a.double() * case.scale_b.double()
+    accum = K * 2.0**-24 * absacc * scale
+    ref = float64_oracle(case)
+    return 2.0**-7 * ref.abs() + accum + 2.0**-22 * (absacc * scale + (0 if case.bias is None else case.bias.double().abs())) + 1e-30

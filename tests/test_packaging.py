@@ -1,0 +1,59 @@
+"""The built wheel: only `hipbmm_inductor` lands top-level, and it imports and runs from a venv."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = out.glob("hipbmm_inductor-*.whl")
+    return whl
+
+
+def test_wheel_layout(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"hipbmm_inductor"}, top
+    assert "hipbmm_inductor/ops/hipb_mm_fp8.py" in names
+    assert "hipbmm_inductor/ops/layout.py" in names
+    assert "hipbmm_inductor/lowering/__init__.py" in names
+    assert not any(n.startswith(("ops/", "lowering/", "tests/")) for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[vllm.general_plugins]" in text and "[console_scripts]" in text
+
+
+def test_wheel_installs_and_runs_in_fresh_venv(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    # --system-site-packages only to reuse torch; the check below proves the venv's copy is used.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    script = (
+        "import torch, hipbmm_inductor as hi, hipbmm_inductor.ops as ops, sys\n"
+        "assert ops.__file__.startswith(sys.prefix), ops.__file__\n"
+        "w = torch.randn(32, 64).to(torch.float8_e4m3fn)\n"
+        "a = torch.randn(3, 64).to(torch.float8_e4m3fn)\n"
+        "out = hi.hipb_mm_fp8(a, hi.prepack_weight(w), torch.ones(3, 1), torch.ones(1, 32))\n"
+        "ref = torch._scaled_mm(a, w.t(), scale_a=torch.ones(3, 1), scale_b=torch.ones(1, 32), out_dtype=torch.bfloat16)\n"
+        "assert out.shape == (3, 32) and (out.float() - ref.float()).abs().max() <= ref.float().abs().max() * 2**-7\n"
+        "import importlib.util as u\n"
+        "assert u.find_spec('ops') is None and u.find_spec('lowering') is None\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
