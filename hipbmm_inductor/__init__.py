@@ -40,6 +40,10 @@ from .ops import (  # noqa: E402
 )
 from .ops.registry import set_backend  # noqa: E402
 from .lowering import disable, enable, is_enabled  # noqa: E402
+from .lowering.hook import install_when_inductor_loads as _install_when_inductor_loads  # noqa: E402
+
+# Turns the lowering on for every later torch.compile, without importing Inductor now.
+_install_when_inductor_loads()
 from .status import status  # noqa: E402
 
 __all__ = [

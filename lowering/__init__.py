@@ -1,10 +1,28 @@
-"""hipbmm_inductor.lowering: Inductor passes that rewrite scaled-mm patterns into hipb_mm_fp8."""
+"""hipbmm_inductor.lowering: Inductor passes that rewrite scaled-mm patterns into hipb_mm_fp8.
+
+Under ``torch._inductor.config.freezing = True`` and ``torch.no_grad()``, FP8 linears written as
+``torch._scaled_mm`` (rowwise), ``torch.nn.functional.scaled_mm`` (RowWise recipes) or vLLM's
+channelwise fallback become ``torch.ops.hipbmm.hipb_mm_fp8`` on a weight that is transposed and
+shuffled once, at compile time. See docs/lowering.md.
+
+- :func:`enable` / :func:`disable` / :func:`is_enabled`: the switch (``HIPBMM_LOWERING``).
+- :func:`counters` / :func:`reset_counters`: what matched, what was rewritten, what was skipped
+  and why.
+- :func:`install`: put the pass into Inductor's config now (``import hipbmm_inductor`` arranges
+  this by itself, when Inductor loads); call it again after setting your own
+  ``joint_custom_pre_pass`` to have it wrapped instead of replaced.
+
+Modules: :mod:`.patterns` (forms, checks, rewrite), :mod:`.pass_` (registration, cache key),
+:mod:`.hook` (lazy install), :mod:`.counters`.
+"""
 
 from __future__ import annotations
 
 from hipbmm_inductor import envs
 
-__all__ = ["enable", "disable", "is_enabled"]
+from .counters import LoweringCounters, counters, reset_counters
+
+__all__ = ["enable", "disable", "is_enabled", "install", "counters", "reset_counters", "LoweringCounters"]
 
 
 def is_enabled() -> bool:
@@ -19,3 +37,10 @@ def enable() -> None:
 def disable() -> None:
     """Python equivalent of ``HIPBMM_LOWERING=0``."""
     envs.set_override("HIPBMM_LOWERING", False)
+
+
+def install():
+    """Install the pass into ``torch._inductor.config`` now (imports Inductor); idempotent."""
+    from .pass_ import install as _install
+
+    return _install()

@@ -1,0 +1,144 @@
+"""Registration: the freezing patterns, and the custom pass that carries them into Inductor.
+
+Two pieces, both installed once:
+
+- the :mod:`.patterns` forms, registered into Inductor's *freezing* pattern passes (the only
+  place where a rewrite on a frozen weight is followed by a ``constant_fold``, SPEC section 5);
+- :class:`HipbmmLoweringPass`, a ``CustomGraphPass`` set as ``joint_custom_pre_pass``. Its call
+  registers the patterns on the first compile (so ``import hipbmm_inductor`` never imports
+  Inductor's pattern matcher), then runs whatever pass the user had configured there. Its
+  ``uuid()`` puts the lowering's state into the FX graph cache key.
+
+NOTE: the freezing patterns are *not* part of Inductor's cache key; a custom pass with a
+``uuid()`` is. The uuid hashes this package's lowering source, the package version, whether the
+lowering is enabled, the configured backend and the per-device rewrite policy, so toggling any of
+them never serves an artifact compiled under the other setting (tests/lowering/test_cache.py).
+
+NOTE: ``joint_custom_pre_pass`` rather than ``post_grad_custom_post_pass``: the joint passes run
+*before* ``freeze()`` (compile_fx.fw_compiler_freezing), so the first compile of a process already
+has the patterns registered; a post-grad pass runs after freezing, too late for that compile.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import pathlib
+import sys
+from typing import Any, Optional
+
+import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass
+
+from hipbmm_inductor import __version__, envs
+
+__all__ = ["HipbmmLoweringPass", "install", "register_patterns", "fingerprint"]
+
+log = logging.getLogger("hipbmm_inductor")
+
+_HERE = pathlib.Path(__file__).resolve().parent
+# The files whose text decides what the pass does to a graph.
+_SOURCES = (
+    *sorted(_HERE.glob("*.py")),
+    _HERE.parent / "ops" / "validate.py",
+    _HERE.parent / "ops" / "layout.py",
+)
+
+
+@functools.cache
+def register_patterns() -> None:
+    """Register every form into Inductor's freezing pattern passes (once per process)."""
+    from torch._inductor.fx_passes.freezing_patterns import register_freezing_graph_pattern
+
+    from .patterns import FORMS
+
+    for form in FORMS:
+        register_freezing_graph_pattern(
+            form.pattern(), extra_check=form.extra_check, pass_number=form.pass_number
+        )(form.handler)
+    log.debug("hipbmm lowering: registered %d freezing patterns", len(FORMS))
+
+
+@functools.cache
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for path in _SOURCES:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _policy() -> list:
+    """What the pass would decide per device type present: the backend and whether it rewrites."""
+    from hipbmm_inductor.ops import registry
+
+    from .patterns import explicit_backend
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out = []
+    for dev in devices:
+        try:
+            backend = registry.backend_for(torch.device(dev))
+            out.append((dev, backend.name, explicit_backend() or bool(backend.is_fast(torch.device(dev)))))
+        except Exception as e:  # an unusable named backend: the pass skips, and says so
+            out.append((dev, f"unavailable: {type(e).__name__}"))
+    return out
+
+
+def fingerprint() -> str:
+    """Everything that changes what the lowering does to a graph, hashed."""
+    from . import is_enabled
+
+    state = (_source_hash(), __version__, torch.__version__, is_enabled(), envs.HIPBMM_BACKEND,
+             envs.is_set("HIPBMM_BACKEND"))
+    if is_enabled():
+        state += (tuple(_policy()),)
+    return hashlib.sha256(repr(state).encode()).hexdigest()
+
+
+def _as_list(p: Any) -> list:
+    if p is None:
+        return []
+    return list(p) if isinstance(p, (list, tuple)) else [p]
+
+
+class HipbmmLoweringPass(CustomGraphPass):
+    """Registers the freezing patterns, then runs the passes it wraps (the user's, if any)."""
+
+    def __init__(self, wrapped: Any = None) -> None:
+        self.wrapped = _as_list(wrapped)
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        register_patterns()
+        for p in self.wrapped:
+            p(graph)
+
+    def uuid(self) -> Optional[Any]:
+        parts = [fingerprint()]
+        for p in self.wrapped:
+            # A wrapped pass without a uuid makes Inductor bypass the cache, exactly as it would
+            # have without us in between.
+            u = p.uuid() if isinstance(p, CustomGraphPass) else None
+            if u is None:
+                return None
+            parts.append(u)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def install() -> HipbmmLoweringPass:
+    """Put :class:`HipbmmLoweringPass` in ``joint_custom_pre_pass``, wrapping what is there.
+
+    Idempotent. A pass the user sets *after* this replaces ours; call ``install()`` again to wrap
+    it (or set yours before importing hipbmm_inductor).
+    """
+    config = sys.modules.get("torch._inductor.config")
+    if config is None:
+        import torch._inductor.config as config  # noqa: PLC0415
+    current = config.joint_custom_pre_pass
+    if isinstance(current, HipbmmLoweringPass):
+        return current
+    ours = HipbmmLoweringPass(current)
+    config.joint_custom_pre_pass = ours
+    log.debug("hipbmm lowering: installed as joint_custom_pre_pass (wrapping %r)", current)
+    return ours
