@@ -13,8 +13,11 @@ value set from Python wins over the environment.
 | ``HIPBMM_TUNING_RECORD`` | ``0`` | ``hipbmm_inductor.tuning.set_record(True)`` | ``1`` records shapes that ran untuned, for ``tune --from``. |
 | ``HIPBMM_HIP_ONLINE_TUNING`` | ``0`` | ``hipbmm_inductor.tuning.vendor.enable_vendor_online_tuning()`` | ``1`` forwards ``HIP_ONLINE_TUNING=1`` to hipBLASLt before it initialises (aiter backend only; aiter then writes ``./hip_online_tuning_res.csv``). |
 | ``HIP_ONLINE_TUNING`` | unset | -- | aiter/hipBLASLt's own online tuning (SPEC section 3). Set by hipbmm-inductor only when ``HIPBMM_HIP_ONLINE_TUNING=1``; a value the user set is left alone. |
-| ``HIPBMM_USE_AITER`` | ``1`` | ``set_backend("aiter")`` / ``set_backend("triton")`` | ``0`` keeps ``auto`` from choosing aiter outside vLLM. Under vLLM, vLLM's ``VLLM_ROCM_USE_AITER``, ``VLLM_ROCM_USE_AITER_LINEAR`` and ``VLLM_ROCM_USE_AITER_LINEAR_HIPBMM`` decide instead. |
-| ``HIPBMM_VLLM_ENABLE`` | ``auto`` | -- | vLLM plugin: ``auto`` registers the kernel first on ROCm only, ``1`` everywhere, ``0`` nowhere. |
+| ``HIPBMM_USE_AITER`` | ``1`` | ``envs.set_override("HIPBMM_USE_AITER", False)`` | ``0`` keeps the aiter backend off outside vLLM (``auto`` then takes the next backend; ``HIPBMM_BACKEND=aiter`` fails with the reason). Ignored under vLLM (the ``vllm`` module is imported in the process), where vLLM's own switches decide. |
+| ``VLLM_ROCM_USE_AITER`` | ``0`` | -- | vLLM's switch, read (never set) by the aiter backend under vLLM: the aiter backend is usable there only when it and the next two are all ``1``. |
+| ``VLLM_ROCM_USE_AITER_LINEAR`` | ``1`` | -- | vLLM's switch for aiter linear layers; see ``VLLM_ROCM_USE_AITER``. |
+| ``VLLM_ROCM_USE_AITER_LINEAR_HIPBMM`` | ``1`` | -- | vLLM's switch for its hipBLASLt ``hipb_mm`` linear path; see ``VLLM_ROCM_USE_AITER``. |
+| ``HIPBMM_VLLM_ENABLE`` | ``auto`` | -- | vLLM plugin: ``auto`` puts the hipb_mm_fp8 kernel first in vLLM's FP8 kernel list on ROCm only, where it declines unless its backend is fast there (aiter on MI3xx) or ``HIPBMM_BACKEND`` names one; ``1`` does so on every platform with any usable backend (how CI runs vLLM's CPU engine); ``0`` leaves vLLM alone. Read when vLLM loads its plugins and selects kernels. |
 | ``TRITON_INTERPRET`` | ``0`` | -- | Triton's own switch, read by the Triton backend: ``1`` runs its kernels in Triton's interpreter on the CPU (slow; for tests). |
 | ``HIPBMM_HYPOTHESIS_PROFILE`` | ``ci`` | ``--hypothesis-profile`` | ``ci`` (modest), ``dev``, or ``deep`` (>= 10,000 examples per property). |
 """
