@@ -1,0 +1,128 @@
+"""Sweep Triton configs for a few key shapes: the evidence behind ``heuristic_config``.
+
+One question: for each (N, K, M), which launch config of the preshuffled FP8 kernel is fastest
+on this GPU, and how far is the heuristic from it? Times each config with CUDA-graph replays on
+rotating inputs (larger than 3x L2, as ``bench`` does), next to ``torch._scaled_mm`` rowwise.
+Also measures host overhead per call (M = 1) of: the whole op, the bare launcher, _scaled_mm.
+
+    python benchmarks/sweep_triton.py --out sweep.json --budget-s 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+
+import torch
+
+import hipbmm_inductor as hi
+from hipbmm_inductor.bench import _make_sets, copy_bandwidth, time_graph
+from hipbmm_inductor.ops import triton_fp8_gemm as T
+
+
+def candidates(M: int, N: int, K: int) -> list[dict]:
+    c = T._cfg
+    if M <= 16:
+        space = [c(16, bn, bk, 4, st, sk) for bn, bk, st, sk in
+                 itertools.product((32, 64, 128), (128, 256), (3, 4, 6), (1, 2, 4))]
+    elif M <= 64:
+        space = [c(bm, bn, bk, 4, st, sk) for bm, bn, bk, st, sk in
+                 itertools.product((32, 64), (32, 64, 128), (128, 256), (3, 4), (1, 2))]
+    elif M <= 256:
+        space = [c(bm, bn, 128, w, st) for bm, bn, w, st in
+                 itertools.product((64, 128), (64, 128, 256), (4, 8), (3, 4))]
+    else:
+        space = [c(bm, bn, bk, 8, st) for bm, bn, bk, st in
+                 itertools.product((128, 256), (128, 256), (128, 256), (2, 3, 4))
+                 if not (bm == 256 and bn == 256)]
+    return [cfg for cfg in space if T._fits(cfg, N, K)]
+
+
+def host_overhead(device) -> dict:
+    """Microseconds of host time per call at M=1 (GPU work is smaller, so the host is the bound)."""
+    N, K = 4096, 4096
+    sets = _make_sets(1, N, K, torch.float8_e4m3fn, True, device, 0, False)
+    s = sets[0]
+    cfg = T.heuristic_config(1, N, K)
+    fns = {
+        "op (custom op + validation + tuning lookup + launch)": lambda: hi.hipb_mm_fp8(s.A, s.B, s.scale_a, s.scale_b, s.bias),
+        "backend.run (tuning lookup + launch)": lambda: hi.ops.registry.backend_for(s.A.device).run(s.A, s.B, s.scale_a, s.scale_b, s.bias, torch.bfloat16),
+        "launcher only": lambda: T.launch(cfg, s.A, s.B, s.scale_a, s.scale_b, s.bias, torch.bfloat16),
+        "check_inputs only": lambda: hi.ops.check_inputs(s.A, s.B, s.scale_a, s.scale_b, s.bias, torch.bfloat16),
+        "torch._scaled_mm": lambda: torch._scaled_mm(s.A, s.W.t(), s.scale_a, s.scale_b, bias=s.bias, out_dtype=torch.bfloat16),
+    }
+    out = {}
+    for name, f in fns.items():
+        for _ in range(50):
+            f()
+        torch.cuda.synchronize()
+        best = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(500):
+                f()
+            best.append((time.perf_counter() - t) / 500 * 1e6)
+            torch.cuda.synchronize()
+        out[name] = min(best)
+        print(f"host {name:55s} {out[name]:7.1f} us/call", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shapes", default="4096,4096;28672,4096;4096,14336")
+    p.add_argument("--m", default="1,16,64,256,1024,4096")
+    p.add_argument("--budget-s", type=float, default=300)
+    p.add_argument("--out", default="sweep.json")
+    args = p.parse_args()
+    dev = torch.device("cuda")
+    hi.set_backend("triton")
+    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
+    bw = copy_bandwidth(dev)
+    print(f"{torch.cuda.get_device_name()} copy {bw / 1e12:.2f} TB/s", flush=True)
+    result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_TBps": bw / 1e12,
+              "host_overhead_us": host_overhead(dev), "points": []}
+    t0 = time.time()
+    shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")]
+    for M in [int(m) for m in args.m.split(",")]:
+        for N, K in shapes:
+            if time.time() - t0 > args.budget_s:
+                break
+            sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
+            n = len(sets)
+            base = time_graph(lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
+                                                         out_dtype=torch.bfloat16), n, target_ms=0.5, repeats=5)
+            ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
+            heur = T.heuristic_config(M, N, K)
+            rows = []
+            for cfg in candidates(M, N, K) + [heur]:
+                try:
+                    out = T.launch(cfg, sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b, None, torch.bfloat16).float()
+                    err = ((out - ref).norm() / ref.norm()).item()
+                    if not err < 1e-2:
+                        print("  BAD", cfg, err, flush=True)
+                        continue
+                    us = time_graph(lambda i: T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b,
+                                                       None, torch.bfloat16), n, target_ms=0.5, repeats=5)
+                    rows.append((us, cfg))
+                except Exception as e:  # out of resources etc.: skip the config, say why
+                    print("  FAIL", cfg, type(e).__name__, str(e)[:120], flush=True)
+            rows.sort(key=lambda r: r[0])
+            heur_us = next(us for us, c in rows if c == heur) if any(c == heur for _, c in rows) else float("nan")
+            floor = (M * K + N * K + 2 * M * N) / bw * 1e6
+            print(f"N={N} K={K} M={M}: base {base:.1f} us, heuristic {heur_us:.1f} us, floor {floor:.1f} us; best:", flush=True)
+            for us, cfg in rows[:4]:
+                print(f"   {us:8.1f} us  x{base / us:4.2f}  {cfg}", flush=True)
+            result["points"].append({"N": N, "K": K, "M": M, "baseline_us": base, "heuristic_us": heur_us,
+                                     "floor_us": floor, "top": [{"us": us, "config": c} for us, c in rows[:8]]})
+            del sets
+            torch.cuda.empty_cache()
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+    print(f"sweep done in {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Markdown tables for docs/benchmarks.md from a ``bench`` JSON file.
+
+    python benchmarks/tables.py benchmarks/results/h100_suite.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+
+def main(path: str) -> None:
+    r = json.load(open(path))
+    recs = r["records"]
+    shapes = list(dict.fromkeys((x["N"], x["K"]) for x in recs))
+    ms = sorted({x["M"] for x in recs})
+
+    def get(n, k, m, bias):
+        return next(x for x in recs if (x["N"], x["K"], x["M"], x["bias"]) == (n, k, m, bias))
+
+    def table(title, cols, cell, bias=False):
+        print(f"\n{title}\n")
+        print("| N x K | " + " | ".join(f"M={m}" for m in cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for n, k in shapes:
+            print(f"| {n} x {k} | " + " | ".join(cell(get(n, k, m, bias)) for m in cols) + " |")
+
+    table("CUDA-graph medians, us, ours / _scaled_mm (speedup), no bias:", ms,
+          lambda x: f"{x['ours_us']:.1f} / {x['baseline_us']:.1f} (x{x['speedup']:.2f})")
+    table("With bias (bf16), speedup:", ms, lambda x: f"x{x['speedup']:.2f}", bias=True)
+    table("Fraction of the memory floor at M <= 64 (no bias):", [m for m in ms if m <= 64],
+          lambda x: f"{100 * x['floor_fraction']:.0f}% ({x['floor_us']:.1f} us)")
+    table("Plain launches, us, ours / _scaled_mm, no bias:", ms,
+          lambda x: f"{x['ours_plain_us']:.0f} / {x['baseline_plain_us']:.0f}")
+    table("bf16 F.linear, us (CUDA graphs, no bias):", ms, lambda x: f"{x['linear_bf16_us']:.1f}")
+
+    def gm(xs):
+        return math.exp(sum(map(math.log, xs)) / len(xs))
+
+    sp = [x["speedup"] for x in recs]
+    print(f"\ngeomean x{gm(sp):.3f} (no bias x{gm([x['speedup'] for x in recs if not x['bias']]):.3f}, "
+          f"bias x{gm([x['speedup'] for x in recs if x['bias']]):.3f}), min x{min(sp):.3f}; "
+          f"M<=64 x{gm([x['speedup'] for x in recs if x['M'] <= 64]):.3f} "
+          f"(min x{min(x['speedup'] for x in recs if x['M'] <= 64):.3f}); "
+          f"M=256 x{gm([x['speedup'] for x in recs if x['M'] == 256]):.3f}; "
+          f"M>=1024 x{gm([x['speedup'] for x in recs if x['M'] >= 1024]):.3f}; "
+          f"points < 0.9: {sum(x['speedup'] < 0.9 for x in recs)} of {len(recs)}; "
+          f"plain geomean x{gm([x['baseline_plain_us'] / x['ours_plain_us'] for x in recs]):.3f}")
+    small = [x for x in recs if x["M"] <= 64]
+    print(f"M<=64 floor fraction: mean {sum(x['floor_fraction'] for x in small) / len(small):.2f}, "
+          f">= 75%: {sum(x['floor_fraction'] >= 0.75 for x in small if not x['bias'])} of "
+          f"{sum(1 for x in small if not x['bias'])} (no bias); max rel err "
+          f"{max(x['max_rel_err'] for x in recs):.1e}; copy {r['copy_bandwidth_TBps']:.2f} TB/s, "
+          f"fp8 peak {r['fp8_peak_TFLOPs']:.0f} TFLOP/s")
+    big = [x for x in recs if x["M"] >= 1024]
+    print(f"M>=1024 TFLOP/s: ours {min(x['ours_tflops'] for x in big):.0f}-{max(x['ours_tflops'] for x in big):.0f}, "
+          f"baseline {min(x['baseline_tflops'] for x in big):.0f}-{max(x['baseline_tflops'] for x in big):.0f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

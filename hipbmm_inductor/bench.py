@@ -1,0 +1,436 @@
+"""``python -m hipbmm_inductor bench``: hipb_mm_fp8 against the vendor GEMM, with roofline floors.
+
+For each weight shape ``(N, K)``, each ``M`` and each bias setting, on fresh random data:
+
+- ``ours``: ``torch.ops.hipbmm.hipb_mm_fp8`` on the prepacked (preshuffled) weight, through the
+  whole op (custom op dispatch, validation, tuning lookup, launch) with the chosen backend;
+- ``baseline``: ``torch._scaled_mm`` with rowwise scales (fp32 accumulation, bf16 out), i.e.
+  cuBLASLt/CUTLASS on NVIDIA, hipBLASLt on ROCm, on the plain weight;
+- ``linear_bf16`` (``--bf16``): ``F.linear`` in bf16, so users see where FP8 pays;
+- ``floor``: bytes moved (A, W, scales, bias read once; out written once) over the device copy
+  bandwidth measured in the same run; ``compute_floor``: 2MNK over the measured FP8 peak.
+
+Two timings, both medians:
+
+- ``graph`` (default): a CUDA graph that calls the op once per rotating input set, replayed;
+  per-call time = replay time / calls. Host overhead is excluded (how vLLM decodes). Input sets
+  rotate so that their total exceeds 3x L2: no call finds its weight in cache.
+- ``plain``: the same rotation as eager back-to-back launches between two events, so host
+  overhead (Python dispatch, validation, tuning lookup, Triton's launcher) shows wherever it
+  exceeds the kernel time.
+
+Writes a JSON file (one record per (shape, M, bias), plus device, versions, bandwidth, peak) and
+a PNG (TFLOP/s vs M per shape; speedup over the baseline). ``--inductor`` adds Inductor's own
+``_scaled_mm`` under ``max-autotune`` for the shapes it names (slow: autotuning per shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+log = logging.getLogger("hipbmm_inductor")
+
+__all__ = ["SUITES", "Record", "run_bench", "register", "time_graph", "time_plain", "copy_bandwidth"]
+
+SUITES = {
+    "llama3-8b": [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)],
+    "llama3-70b": [(10240, 8192), (8192, 8192), (57344, 8192), (8192, 28672)],
+}
+DEFAULT_MS = (1, 16, 64, 256, 1024, 4096)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+def _median_ms_events(fn: Callable[[], None], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def time_graph(call: Callable[[int], object], n_sets: int, target_ms: float = 2.0, repeats: int = 15) -> float:
+    """Median microseconds per ``call(i)`` from CUDA-graph replays that rotate through ``n_sets``."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for i in range(n_sets):  # warm-up: compiles, tuning lookups, allocator pools
+            call(i)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    # Estimate one rotation's time, then unroll enough rotations for a replay of ~target_ms.
+    est = statistics.median(_median_ms_events(lambda: [call(i) for i in range(n_sets)], 3)) / n_sets
+    rotations = max(1, math.ceil(target_ms / max(est * n_sets, 1e-3)))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(rotations):
+            for i in range(n_sets):
+                call(i)
+    graph.replay()
+    torch.cuda.synchronize()
+    times = _median_ms_events(graph.replay, repeats)
+    del graph
+    return statistics.median(times) * 1e3 / (rotations * n_sets)
+
+
+def time_plain(call: Callable[[int], object], n_sets: int, target_ms: float = 2.0, repeats: int = 15) -> float:
+    """Median microseconds per ``call(i)`` issued eagerly back to back (host overhead included)."""
+    for i in range(n_sets):
+        call(i)
+    torch.cuda.synchronize()
+    est = statistics.median(_median_ms_events(lambda: [call(i) for i in range(n_sets)], 3)) / n_sets
+    rotations = max(1, math.ceil(target_ms / max(est * n_sets, 1e-3)))
+
+    def body():
+        for _ in range(rotations):
+            for i in range(n_sets):
+                call(i)
+
+    return statistics.median(_median_ms_events(body, repeats)) * 1e3 / (rotations * n_sets)
+
+
+def copy_bandwidth(device, nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ms = statistics.median(_median_ms_events(lambda: dst.copy_(src), 20))
+    return 2 * nbytes / (ms * 1e-3)
+
+
+def fp8_peak(device, fp8: torch.dtype, n: int = 8192) -> float:
+    """FP8 dense FLOP/s of the vendor GEMM at n^3 (tensorwise scales, fast accumulation)."""
+    a = torch.randn(n, n, device=device).to(fp8)
+    b = torch.randn(n, n, device=device).to(fp8).t()
+    one = torch.ones((), device=device)
+    f = lambda: torch._scaled_mm(a, b, one, one, out_dtype=torch.bfloat16, use_fast_accum=True)  # noqa: E731
+    f()
+    ms = statistics.median(_median_ms_events(f, 20))
+    return 2 * n**3 / (ms * 1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Set:
+    A: torch.Tensor
+    W: torch.Tensor  # plain [N, K]
+    B: torch.Tensor  # prepack_weight(W)
+    scale_a: torch.Tensor
+    scale_b: torch.Tensor
+    bias: Optional[torch.Tensor]
+    A16: Optional[torch.Tensor] = None
+    W16: Optional[torch.Tensor] = None
+
+
+def _make_sets(M, N, K, fp8, bias: bool, device, l2_bytes: int, with_bf16: bool) -> list[_Set]:
+    from hipbmm_inductor import prepack_weight
+
+    per_set = M * K + N * K + 2 * M * N + (4 * (M * K + N * K) if with_bf16 else 0)
+    n_sets = max(2, min(32, math.ceil(3 * l2_bytes / per_set)))
+    sets = []
+    for _ in range(n_sets):
+        # Fresh random data spread over the fp8 range (never zeros: they run faster, METHOD.md).
+        A = (torch.randn(M, K, device=device) * 2).to(fp8)
+        W = (torch.randn(N, K, device=device) * 2).to(fp8)
+        s = _Set(
+            A, W, prepack_weight(W),
+            torch.rand(M, 1, device=device) * 0.01 + 1e-3,
+            torch.rand(1, N, device=device) * 0.01 + 1e-3,
+            torch.randn(N, device=device).to(torch.bfloat16) if bias else None,
+        )
+        if with_bf16:
+            s.A16, s.W16 = A.to(torch.bfloat16), W.to(torch.bfloat16)
+        sets.append(s)
+    return sets
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    N: int
+    K: int
+    M: int
+    bias: bool
+    ours_us: float
+    baseline_us: float
+    floor_us: float
+    compute_floor_us: float
+    speedup: float
+    floor_fraction: float  # floor_us / ours_us: 1.0 = at the memory roofline
+    ours_tflops: float
+    baseline_tflops: float
+    ours_plain_us: Optional[float] = None
+    baseline_plain_us: Optional[float] = None
+    linear_bf16_us: Optional[float] = None
+    inductor_us: Optional[float] = None
+    max_rel_err: Optional[float] = None
+    config: Optional[dict] = None
+
+
+def _bytes_moved(M, N, K, bias: bool) -> int:
+    return M * K + N * K + 2 * M * N + 4 * M + 4 * N + (2 * N if bias else 0)
+
+
+def _inductor_scaled_mm(sets: list[_Set]):
+    """Inductor's own lowering of rowwise ``_scaled_mm`` under max-autotune (no rewrite)."""
+    import hipbmm_inductor as hi
+
+    def f(A, Wt, sa, sb, bias):
+        return torch._scaled_mm(A, Wt, sa, sb, bias=bias, out_dtype=torch.bfloat16)
+
+    was = hi.is_enabled()
+    hi.disable()  # our pass must not rewrite it: this row measures Inductor itself
+    try:
+        torch._dynamo.reset()
+        cf = torch.compile(f, mode="max-autotune-no-cudagraphs", dynamic=False)
+        cf(sets[0].A, sets[0].W.t(), sets[0].scale_a, sets[0].scale_b, sets[0].bias)
+    finally:
+        if was:
+            hi.enable()
+    return lambda i: cf(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b, sets[i].bias)
+
+
+def run_bench(
+    shapes: Sequence[tuple[int, int]],
+    ms: Sequence[int],
+    biases: Sequence[bool] = (False, True),
+    backend: str = "triton",
+    fp8: torch.dtype = torch.float8_e4m3fn,
+    plain: bool = True,
+    bf16: bool = True,
+    inductor_shapes: Sequence[tuple[int, int, int]] = (),
+    device: str = "cuda",
+    progress: Callable[[Record], None] = lambda r: None,
+) -> dict:
+    import triton
+
+    import hipbmm_inductor as hi
+    from hipbmm_inductor.ops import registry
+
+    hi.set_backend(backend)
+    dev = torch.device(device)
+    be = registry.backend_for(dev)
+    props = torch.cuda.get_device_properties(dev)
+    l2 = getattr(props, "L2_cache_size", 50 << 20)
+    bw = copy_bandwidth(dev)
+    peak = fp8_peak(dev, fp8)
+    log.info("copy bandwidth %.2f TB/s, fp8 peak %.0f TFLOP/s", bw / 1e12, peak / 1e12)
+    records = []
+    for N, K in shapes:
+        for M in ms:
+            for bias in biases:
+                with_bf16 = bf16 and not bias
+                sets = _make_sets(M, N, K, fp8, bias, dev, l2, with_bf16)
+                n = len(sets)
+                ours = lambda i: hi.hipb_mm_fp8(sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b, sets[i].bias)  # noqa: E731
+                base = lambda i: torch._scaled_mm(  # noqa: E731
+                    sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
+                    bias=sets[i].bias, out_dtype=torch.bfloat16,
+                )
+                # Numerics on the first set (the benchmark must time the right function).
+                o, r = ours(0).float(), base(0).float()
+                rel = ((o - r).norm() / r.norm()).item()
+                rec = Record(
+                    N=N, K=K, M=M, bias=bias,
+                    ours_us=time_graph(ours, n),
+                    baseline_us=time_graph(base, n),
+                    floor_us=_bytes_moved(M, N, K, bias) / bw * 1e6,
+                    compute_floor_us=2 * M * N * K / peak * 1e6,
+                    speedup=0.0, floor_fraction=0.0, ours_tflops=0.0, baseline_tflops=0.0,
+                    max_rel_err=rel,
+                )
+                if plain:
+                    rec.ours_plain_us = time_plain(ours, n)
+                    rec.baseline_plain_us = time_plain(base, n)
+                if with_bf16:
+                    rec.linear_bf16_us = time_graph(
+                        lambda i: torch.nn.functional.linear(sets[i].A16, sets[i].W16), n
+                    )
+                if (N, K, M) in set(map(tuple, inductor_shapes)):
+                    rec.inductor_us = time_graph(_inductor_scaled_mm(sets), n)
+                if be.name == "triton":
+                    from hipbmm_inductor.ops.triton_backend import _heuristic
+                    from hipbmm_inductor.ops.triton_fp8_gemm import m_bucket
+
+                    rec.config = dict(_heuristic(m_bucket(M), N, K))
+                flops = 2 * M * N * K
+                rec.speedup = rec.baseline_us / rec.ours_us
+                rec.floor_fraction = rec.floor_us / rec.ours_us
+                rec.ours_tflops = flops / rec.ours_us / 1e6
+                rec.baseline_tflops = flops / rec.baseline_us / 1e6
+                records.append(rec)
+                progress(rec)
+                del sets
+                torch.cuda.empty_cache()
+    speedups = [r.speedup for r in records]
+    return {
+        "device": props.name,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "backend": be.name,
+        "fp8": str(fp8),
+        "copy_bandwidth_TBps": bw / 1e12,
+        "fp8_peak_TFLOPs": peak / 1e12,
+        "timing": "median; 'ours_us'/'baseline_us' from CUDA-graph replays rotating inputs > 3x L2; "
+                  "'*_plain_us' from eager back-to-back launches (host overhead included)",
+        "geomean_speedup": math.exp(sum(map(math.log, speedups)) / len(speedups)) if speedups else None,
+        "min_speedup": min(speedups) if speedups else None,
+        "records": [asdict(r) for r in records],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Output: table and plot
+# --------------------------------------------------------------------------------------------
+
+
+def format_row(r: dict | Record) -> str:
+    r = asdict(r) if isinstance(r, Record) else r
+    plain = ""
+    if r.get("ours_plain_us") is not None:
+        plain = f" | plain {r['ours_plain_us']:7.1f} / {r['baseline_plain_us']:7.1f}"
+    return (
+        f"N={r['N']:6d} K={r['K']:6d} M={r['M']:5d} bias={int(r['bias'])} | ours {r['ours_us']:8.1f} us"
+        f" | base {r['baseline_us']:8.1f} us | x{r['speedup']:5.2f} | floor {r['floor_us']:7.1f} us"
+        f" ({100 * r['floor_fraction']:5.1f}%) | {r['ours_tflops']:6.0f} TF/s{plain}"
+    )
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [r for r in result["records"] if not r["bias"]] or result["records"]
+    shapes = list(dict.fromkeys((r["N"], r["K"]) for r in recs))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6))
+    for i, (N, K) in enumerate(shapes):
+        rs = sorted((r for r in recs if (r["N"], r["K"]) == (N, K)), key=lambda r: r["M"])
+        m = [r["M"] for r in rs]
+        color = f"C{i % 10}"
+        ax1.plot(m, [r["ours_tflops"] for r in rs], "-o", color=color, label=f"{N}x{K} ours")
+        ax1.plot(m, [r["baseline_tflops"] for r in rs], "--x", color=color, alpha=0.6)
+        ax2.plot(m, [r["speedup"] for r in rs], "-o", color=color, label=f"{N}x{K}")
+    ax1.set(xscale="log", yscale="log", xlabel="M (tokens)", ylabel="TFLOP/s",
+            title=f"{result['device']}: hipb_mm_fp8 ({result['backend']}, solid) vs _scaled_mm (dashed)")
+    ax2.axhline(1.0, color="k", lw=0.8)
+    ax2.axhline(1.2, color="g", lw=0.8, ls=":")
+    ax2.axhline(0.9, color="r", lw=0.8, ls=":")
+    ax2.set(xscale="log", xlabel="M (tokens)", ylabel="speedup vs torch._scaled_mm (rowwise)",
+            title=f"speedup, no bias (suite geomean incl. bias: x{result['geomean_speedup']:.2f}); CUDA graphs")
+    ax1.legend(fontsize=7, ncol=2)
+    ax2.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for part in text.replace(" ", "").split(";"):
+        if not part:
+            continue
+        if part in SUITES:
+            shapes += SUITES[part]
+            continue
+        try:
+            n, k = (int(x) for x in part.lower().replace("x", ",").split(","))
+        except ValueError:
+            raise ValueError(f"--shapes: expected 'N,K;N,K' or a suite ({', '.join(SUITES)}), got {part!r}")
+        shapes.append((n, k))
+    return shapes
+
+
+def _parse_ints(text: str, arg: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{arg}: expected comma-separated integers, got {text!r}")
+    if not vals or min(vals) < 1:
+        raise ValueError(f"{arg}: expected positive integers, got {text!r}")
+    return vals
+
+
+def _main(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        raise RuntimeError("bench: needs a GPU (torch.cuda.is_available() is False)")
+    shapes = _parse_shapes(args.shapes)
+    ms = _parse_ints(args.m, "--m")
+    biases = {"both": (False, True), "yes": (True,), "no": (False,)}[args.bias]
+    inductor = [tuple(_parse_ints(s, "--inductor")) for s in args.inductor.split(";") if s.strip()]
+    for s in inductor:
+        if len(s) != 3:
+            raise ValueError(f"--inductor: expected 'N,K,M;...', got {s}")
+    fp8 = getattr(torch, args.fp8)
+    done = []
+
+    def progress(r: Record) -> None:
+        print(format_row(r), flush=True)
+        done.append(asdict(r))
+        if args.out:  # partial results survive an interrupted run
+            with open(args.out + ".partial", "w") as f:
+                json.dump({"records": done}, f)
+
+    result = run_bench(
+        shapes, ms, biases, backend=args.backend, fp8=fp8, plain=not args.no_plain,
+        bf16=not args.no_bf16, inductor_shapes=inductor, progress=progress,
+    )
+    print(f"geomean speedup x{result['geomean_speedup']:.3f}, min x{result['min_speedup']:.3f}; "
+          f"copy {result['copy_bandwidth_TBps']:.2f} TB/s, fp8 peak {result['fp8_peak_TFLOPs']:.0f} TFLOP/s")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        if os.path.exists(args.out + ".partial"):
+            os.remove(args.out + ".partial")
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time hipb_mm_fp8 against torch._scaled_mm (rowwise) with roofline floors")
+    p.add_argument("--shapes", default="llama3-8b;llama3-70b",
+                   help="'N,K;N,K' weight shapes and/or suite names (default: llama3-8b;llama3-70b)")
+    p.add_argument("--m", default=",".join(map(str, DEFAULT_MS)), help="comma-separated M (tokens)")
+    p.add_argument("--bias", choices=("both", "yes", "no"), default="both")
+    p.add_argument("--backend", default="triton", help="hipb_mm_fp8 backend to time (default: triton)")
+    p.add_argument("--fp8", default="float8_e4m3fn", choices=("float8_e4m3fn", "float8_e4m3fnuz"))
+    p.add_argument("--no-plain", action="store_true", help="skip eager (host-overhead-included) timings")
+    p.add_argument("--no-bf16", action="store_true", help="skip the bf16 F.linear comparison")
+    p.add_argument("--inductor", default="", help="'N,K,M;...': also time Inductor max-autotune _scaled_mm")
+    p.add_argument("--out", default="bench.json", help="JSON output path ('' for none)")
+    p.add_argument("--plot", default="bench.png", help="PNG output path ('' for none)")
+    p.set_defaults(func=_main)

@@ -1,0 +1,100 @@
+"""The ``triton`` backend of ``hipb_mm_fp8``: :mod:`.triton_fp8_gemm` behind the registry.
+
+Portable: it runs wherever Triton runs a GPU kernel (NVIDIA, ROCm), and on the CPU under
+``TRITON_INTERPRET=1`` (how CI tests it). It reads the same preshuffled weights as aiter's
+``hipb_mm``, so one prepacked model serves every backend.
+
+Every call asks :func:`hipbmm_inductor.tuning.choose` for its config (an in-memory dict lookup
+on the hot path), passing the per-(N, K, M bucket) heuristic as the default and the config space
+as the tuner's candidates. Triton is imported on first use, never at ``import hipbmm_inductor``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from hipbmm_inductor import envs
+
+from .registry import Availability, register_backend
+
+__all__ = ["TritonBackend", "KERNEL_VERSION"]
+
+# Part of the tuning key: bump when the kernel changes so that cached configs are re-tuned.
+KERNEL_VERSION = "preshuffled-v2"
+
+
+@functools.lru_cache(maxsize=None)
+def _heuristic(bucket: int, N: int, K: int) -> dict:
+    from .triton_fp8_gemm import heuristic_config
+
+    # Memoised: the heuristic is pure in (M bucket, N, K), and M=1 decode calls are
+    # host-bound, so every microsecond of Python on this path shows up in the step time.
+    return heuristic_config(bucket, N, K)
+
+
+class TritonBackend:
+    name = "triton"
+
+    def availability(self, device: torch.device) -> Availability:
+        device = torch.device(device)
+        if importlib.util.find_spec("triton") is None:
+            return Availability(False, "triton is not installed (pip install 'hipbmm-inductor[triton]')")
+        if device.type == "cpu":
+            if envs.TRITON_INTERPRET:
+                return Availability(True, "TRITON_INTERPRET=1: kernels run in Triton's CPU interpreter (slow)")
+            return Availability(
+                False, "Triton compiles for GPUs; on the CPU it runs only under TRITON_INTERPRET=1 (slow)"
+            )
+        if device.type != "cuda":
+            return Availability(False, f"Triton has no backend for device type {device.type!r}")
+        if not torch.cuda.is_available():
+            return Availability(False, "torch.cuda.is_available() is False")
+        if envs.TRITON_INTERPRET:
+            return Availability(True, "TRITON_INTERPRET=1: kernels run in Triton's CPU interpreter (slow)")
+        from .triton_fp8_gemm import device_arch, native_fp8
+
+        arch = device_arch(device)
+        if torch.version.hip:
+            if not arch.startswith("gfx9"):
+                return Availability(False, f"{arch}: the kernel targets CDNA (gfx9xx) matrix cores")
+        else:
+            major, _ = torch.cuda.get_device_capability(device)
+            if major < 8:
+                return Availability(False, f"{arch}: needs sm_80 or newer (fp16 tensor cores at least)")
+        native = [str(d).removeprefix("torch.") for d in (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
+                  if native_fp8("cuda", arch, d)]
+        how = (f"fp8 tensor cores for {', '.join(native)}; other flavours widened to fp16 in-kernel"
+               if native else "no fp8 tensor cores: fp8 widened to fp16 in-kernel (exact, slower)")
+        return Availability(True, f"{arch}: {how}")
+
+    def is_fast(self, device: torch.device) -> bool:
+        # NOTE: False everywhere, on purpose. H100, benchmarks/results/h100_suite.json (Llama-3
+        # 8B/70B suite, CUDA graphs, vs torch._scaled_mm rowwise in the same run): geomean x0.93,
+        # x1.29 at M <= 64 (decode) but x0.74 at M = 256 and x0.64 at M >= 1024, worst x0.49
+        # (docs/benchmarks.md).
+        # Rewriting every linear by default would slow prefill, so the pass only routes here when
+        # the user names the backend (HIPBMM_BACKEND=triton). ROCm: aiter's hipBLASLt is the
+        # vendor path and nothing here has been measured against it yet.
+        return False
+
+    def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
+        from hipbmm_inductor import tuning
+
+        from .triton_fp8_gemm import config_space, launch, m_bucket
+
+        M, K = A.shape
+        N = B.shape[1]
+        config = tuning.choose(
+            "triton", A, B, scale_a, scale_b, bias, out_dtype,
+            default=_heuristic(m_bucket(M), N, K),
+            candidates=lambda: config_space(M, N, K),
+            run=launch,
+            extra_key=KERNEL_VERSION,
+        )
+        return launch(config, A, B, scale_a, scale_b, bias, out_dtype)
+
+
+register_backend(TritonBackend())

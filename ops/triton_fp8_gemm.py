@@ -1,0 +1,436 @@
+"""Triton FP8 GEMM that reads aiter's preshuffled weight layout directly.
+
+What it computes (the op's contract, :mod:`.hipb_mm_fp8`)::
+
+    out[m, n] = cast_bf16( (sum_k A[m, k] * W[n, k]  (fp32)) * scale_a[m] * scale_b[n] + bias[n] )
+
+``A`` is fp8 ``[M, K]`` row-major. ``B`` is the ``[K, N]`` view (strides ``(1, K)``) of ``W``
+stored in the (16, 16) shuffled layout: ``W[n, k]`` lives at flat byte offset
+
+    (((n // 16) * (K // 32) + k // 32) * 2 + (k % 32) // 16) * 256 + (n % 16) * 16 + k % 16
+  = (n // 16) * 16 K  +  (k // 32) * 512  +  ((k // 16) % 2) * 256  +  (n % 16) * 16  +  k % 16
+
+of ``B.t()``'s storage (SPEC section 2). Two facts make this cheap to read in place:
+
+- every 16 consecutive bytes are 16 consecutive ``k`` of one row ``n``: a 16-byte vector load,
+  the same width a row-major ``W`` would give;
+- for ``k0`` a multiple of 32, ``(k0 // 32) * 512 == 16 * k0``: stepping the K loop by
+  ``BLOCK_K`` (a multiple of 32) is one pointer increment of ``16 * BLOCK_K`` bytes.
+
+So for a ``[BLOCK_N, BLOCK_K]`` tile the kernel loads ``BLOCK_N / 16`` contiguous runs of
+``16 * BLOCK_K`` bytes (a plain 2-D block: full-width vector loads), restores ``[n, k]`` order in
+registers with a reshape/permute, and feeds ``tl.trans(w)`` to ``tl.dot``: K-contiguous, what fp8
+``wgmma`` wants for both operands. No unshuffle pass, no copy of the weight.
+
+Accumulation is fp32. On Hopper, fp8 ``wgmma`` keeps its running sum in a reduced-precision
+accumulator; ``max_num_imprecise_acc=BLOCK_K`` makes Triton promote it into the fp32 accumulator
+after every ``BLOCK_K`` slice, which is what cuBLASLt's non-"fast accumulation" mode does and what
+the reference backend's fp32 math assumes.
+
+Two regimes, one kernel, picked by the config:
+
+- small M (decode, M <= 64): the GEMM is a weight stream (N*K bytes vs 2*M*N*K flops).
+  ``BLOCK_M`` 16 (64 from M = 17, wgmma's minimum) and ``BLOCK_N`` 32 to 128 give a few hundred
+  programs, each streaming a ``BLOCK_N``-row panel of the weight through a software pipeline
+  (``num_stages``): a GEMV-like schedule whose only job is to keep enough bytes in flight.
+  ``SPLIT_K > 1`` divides K among programs when N alone does not give enough of them; the
+  partial sums then meet in an fp32 workspace and a second small kernel reduces them in a fixed
+  order and applies the epilogue.
+- large M: compute-bound tiles (128 x 64 at M <= 256, else 256 x 128 x 128 with 8 warps),
+  grouped program order so that consecutive programs share A rows and W panels in L2.
+
+The config space and a heuristic per (N, K, M bucket) are at the bottom; the launcher takes any
+config dict from that space, so the online tuner (:mod:`hipbmm_inductor.tuning`) can time them.
+
+FP8 flavours: where the hardware has fp8 tensor cores for the input's flavour (NVIDIA sm_89+ and
+gfx950 for ``float8_e4m3fn``, gfx942 for ``float8_e4m3fnuz``) the kernel feeds fp8 straight to
+``tl.dot``. Elsewhere (``e4m3fnuz`` on NVIDIA, or no fp8 units) it loads raw bytes and widens
+them to fp16 by bit arithmetic (``UPCAST``): exact, since every e4m3 value is an fp16 value, and
+the products and fp32 sums are then the same; it only runs at fp16 tensor-core speed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = [
+    "CONFIG_KEYS",
+    "config_space",
+    "heuristic_config",
+    "m_bucket",
+    "launch",
+    "native_fp8",
+]
+
+CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "GROUP_M", "SWAP_AB", "num_warps", "num_stages")
+
+
+# --------------------------------------------------------------------------------------------
+# The kernel
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fp8_to_fp16_bits(x, FNUZ: tl.constexpr):
+    """Exact fp8 (e4m3fn / e4m3fnuz, given as uint8) -> fp16.
+
+    Moving the sign to bit 15 and the 7 exponent+mantissa bits to bits 13..7 gives the fp16 with
+    the same exponent field and mantissa; fp16's bias is 15, e4m3fn's 7, e4m3fnuz's 8, so the
+    value is off by 2^8 (fn) or 2^7 (fnuz) for normal and subnormal inputs alike. The caller
+    folds that power of two into the epilogue; here we only restore the NaN codes.
+    """
+    x16 = x.to(tl.uint16)
+    h = (((x16 & 0x80) << 8) | ((x16 & 0x7F) << 7)).to(tl.float16, bitcast=True)
+    if FNUZ:
+        nan = x == 0x80  # the only NaN of e4m3fnuz (it has no negative zero)
+    else:
+        nan = (x & 0x7F) == 0x7F  # e4m3fn's NaN (it has no infinities)
+    return tl.where(nan, float("nan"), h)
+
+
+@triton.jit
+def _fp8_gemm_preshuffled_kernel(
+    a_ptr,  # fp8 [M, K] row-major (uint8 when UPCAST)
+    w_ptr,  # fp8 shuffled [N, K] storage, i.e. B.t() (uint8 when UPCAST)
+    sa_ptr,  # fp32 [M] (scale_a, contiguous along M)
+    sb_ptr,  # fp32 [N]
+    bias_ptr,  # bf16/fp32 [N], or any pointer when HAS_BIAS is False
+    c_ptr,  # bf16 [M, N] when SPLIT_K == 1, else fp32 [SPLIT_K, M, N] partial sums
+    M,
+    N,
+    K,
+    HAS_BIAS: tl.constexpr,
+    UPCAST: tl.constexpr,
+    FNUZ: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    SWAP_AB: tl.constexpr,  # compute C^T = W A^T (see the loop)
+):
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # Grouped order: GROUP_M row-blocks sweep the N axis together, so a W panel is fetched from
+    # HBM once per group and re-read from L2 by the others.
+    group = GROUP_M * num_pid_n
+    first_m = (pid // group) * GROUP_M
+    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + ((pid % group) % group_m)
+    pid_n = (pid % group) // group_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Rows past M wrap onto valid ones (likewise W's row groups below): the loads need no
+    # masks; the store masks the extra rows and columns out.
+    rows_a = offs_m % M
+
+    # The launcher guarantees K % (BLOCK_K * SPLIT_K) == 0 (K % 32 == 0 always allows one), so
+    # each of the SPLIT_K programs of a tile takes the same whole number of slices, unmasked.
+    iters = K // (BLOCK_K * SPLIT_K)
+    k_start = pid_k * iters * BLOCK_K
+
+    a_ptrs = a_ptr + rows_a.to(tl.int64)[:, None] * K + (k_start + offs_k)[None, :]
+    # W: BLOCK_N // 16 row groups; for k in [k0, k0 + BLOCK_K) each group's bytes are ONE
+    # contiguous run of 16 * BLOCK_K bytes at (n // 16) * 16 K + 16 k0 (for k0 % 32 == 0,
+    # (k0 // 32) * 512 == 16 k0). Load them as a plain 2-D block and restore [n, k] in registers.
+    # NOTE: indexing the [BLOCK_N, BLOCK_K] tile straight from the formula was 1.4x to 1.6x
+    # slower on H100 (M=1, N=28672, K=4096: 79 us vs 49 us; M=16, 4096x14336: 37 vs 27 us):
+    # benchmarks/results/h100_diag_layout.txt. Row groups past N wrap (N % 16 == 0).
+    groups = (pid_n * (BLOCK_N // 16) + tl.arange(0, BLOCK_N // 16)) % (N // 16)
+    w_ptrs = w_ptr + groups.to(tl.int64)[:, None] * (16 * K) + (16 * k_start + tl.arange(0, 16 * BLOCK_K))[None, :]
+
+    if SWAP_AB:
+        acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for i in range(0, iters):
+        a = tl.load(a_ptrs)
+        w = tl.load(w_ptrs)
+        # [group, k // 16, n % 16, k % 16] -> [group, n % 16, k // 16, k % 16] = [n, k]
+        w = tl.reshape(w, (BLOCK_N // 16, BLOCK_K // 16, 16, 16))
+        w = tl.reshape(tl.permute(w, (0, 2, 1, 3)), (BLOCK_N, BLOCK_K))
+        if UPCAST:
+            a = _fp8_to_fp16_bits(a, FNUZ)
+            w = _fp8_to_fp16_bits(w, FNUZ)
+        if SWAP_AB:
+            # C^T = W A^T: the register-permuted W tile becomes wgmma's A operand, which can stay
+            # in registers instead of going back through shared memory. Triton does not apply
+            # max_num_imprecise_acc to that form (measured: fast-accumulation error), so the
+            # fp32 promotion is written out: a fresh tensor-core sum per BLOCK_K slice.
+            # NOTE: 128x64 tiles, M=256, 8192x8192: 41.7 us vs 51.9 us unswapped, same error
+            # (benchmarks/results/h100_diag_layout_4.txt).
+            acc_t += tl.dot(w, tl.trans(a))
+        elif UPCAST:
+            acc = tl.dot(a, tl.trans(w), acc)
+        else:
+            acc = tl.dot(a, tl.trans(w), acc, max_num_imprecise_acc=BLOCK_K)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K * 16
+
+    if SWAP_AB:
+        acc = tl.trans(acc_t)
+    if UPCAST:
+        # Undo the two 2^bias-difference factors of _fp8_to_fp16_bits (exact: a power of two).
+        acc = acc * (65536.0 if not FNUZ else 16384.0)
+
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT_K == 1:
+        sa = tl.load(sa_ptr + offs_m, mask=mask_m, other=0.0)
+        sb = tl.load(sb_ptr + offs_n, mask=mask_n, other=0.0)
+        # Same order as the reference: (acc * scale_a) * scale_b + bias, in fp32, one rounding.
+        out = acc * sa[:, None] * sb[None, :]
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)
+    else:
+        c_ptrs = c_ptr + (pid_k * M + offs_m).to(tl.int64)[:, None] * N + offs_n[None, :]
+        tl.store(c_ptrs, acc, mask=mask)
+
+
+@triton.jit
+def _split_k_epilogue_kernel(
+    p_ptr,  # fp32 [SPLIT_K, M, N]
+    sa_ptr,
+    sb_ptr,
+    bias_ptr,
+    c_ptr,  # bf16 [M, N]
+    M,
+    N,
+    HAS_BIAS: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Sum the SPLIT_K partial tiles in a fixed order (deterministic, unlike atomics), then the
+    same epilogue as the main kernel."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mn = M * N
+    mask = offs < mn
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        acc += tl.load(p_ptr + s * mn + offs, mask=mask, other=0.0)
+    m = offs // N
+    n = offs % N
+    out = acc * tl.load(sa_ptr + m, mask=mask, other=0.0) * tl.load(sb_ptr + n, mask=mask, other=0.0)
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + n, mask=mask, other=0.0).to(tl.float32)
+    tl.store(c_ptr + offs, out.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
+# The launcher
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def native_fp8(device_type: str, arch: str, dtype: torch.dtype) -> bool:
+    """Whether ``tl.dot`` takes ``dtype`` natively on this arch (else the UPCAST path runs).
+
+    ``arch`` is ``"sm_<major><minor>"`` on NVIDIA, the gfx name on ROCm, ``"interpreter"`` under
+    ``TRITON_INTERPRET=1``.
+    """
+    if arch == "interpreter":
+        # The interpreter computes dots in numpy after converting with torch: both flavours work.
+        return True
+    if device_type == "cuda" and arch.startswith("sm_"):
+        major_minor = int(arch[3:])
+        return dtype == torch.float8_e4m3fn and major_minor >= 89
+    if arch.startswith("gfx"):
+        return (dtype == torch.float8_e4m3fnuz and arch.startswith("gfx94")) or (
+            dtype == torch.float8_e4m3fn and arch.startswith("gfx95")
+        )
+    return False
+
+
+def device_arch(device: torch.device) -> str:
+    from hipbmm_inductor import envs
+
+    if envs.TRITON_INTERPRET:
+        return "interpreter"
+    props = torch.cuda.get_device_properties(device)
+    if torch.version.hip:
+        return props.gcnArchName.split(":")[0]
+    return f"sm_{props.major}{props.minor}"
+
+
+@functools.lru_cache(maxsize=64)
+def _arch_for(device: torch.device) -> str:
+    return device_arch(device)
+
+
+def launch(
+    config: dict,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    scale_a: torch.Tensor,
+    scale_b: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Run the kernel with ``config`` on validated inputs; returns a fresh ``[M, N]`` tensor.
+
+    Allocates only through the caching allocator and never synchronises, so it is safe under
+    CUDA-graph capture.
+    """
+    M, K = A.shape
+    N = B.shape[1]
+    BM, BN, BK, SK = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)
+    if K % (BK * SK) != 0 or BK % 32 != 0 or BN % 16 != 0:
+        raise ValueError(
+            f"triton config {config}: needs BLOCK_K % 32 == 0, BLOCK_N % 16 == 0 and "
+            f"K % (BLOCK_K * SPLIT_K) == 0 (K={K})"
+        )
+    w = B.t()  # the shuffled [N, K] storage, contiguous
+    upcast = not native_fp8(A.device.type, _arch_for(A.device), A.dtype)
+    fnuz = A.dtype == torch.float8_e4m3fnuz
+    if upcast:
+        # The kernel decodes the bytes itself; Triton has no fp8e4b8 type on NVIDIA.
+        A, w = A.view(torch.uint8), w.view(torch.uint8)
+    out = torch.empty((M, N), dtype=out_dtype, device=A.device)
+    target = out if SK == 1 else torch.empty((SK, M, N), dtype=torch.float32, device=A.device)
+    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN), SK)
+    has_bias = bias is not None
+    _fp8_gemm_preshuffled_kernel[grid](
+        A,
+        w,
+        scale_a,
+        scale_b,
+        bias if has_bias else scale_b,
+        target,
+        M,
+        N,
+        K,
+        HAS_BIAS=has_bias,
+        UPCAST=upcast,
+        FNUZ=fnuz,
+        BLOCK_M=BM,
+        BLOCK_N=BN,
+        BLOCK_K=BK,
+        SPLIT_K=SK,
+        GROUP_M=config.get("GROUP_M", 8),
+        SWAP_AB=bool(config.get("SWAP_AB", 0)),
+        num_warps=config["num_warps"],
+        num_stages=config["num_stages"],
+    )
+    if SK > 1:
+        block = 1024
+        _split_k_epilogue_kernel[(triton.cdiv(M * N, block),)](
+            target, scale_a, scale_b, bias if has_bias else scale_b, out, M, N,
+            HAS_BIAS=has_bias, SPLIT_K=SK, BLOCK=block, num_warps=4,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Configs: the space the tuner searches, and the heuristic used without tuning
+# --------------------------------------------------------------------------------------------
+
+
+def m_bucket(M: int) -> int:
+    """The M bucket a config is chosen for: the next power of two, capped at 4096."""
+    return min(4096, 1 << max(0, (int(M) - 1).bit_length()))
+
+
+def _cfg(bm, bn, bk, warps, stages, split_k=1, group_m=8, swap_ab=0) -> dict:
+    return {
+        "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_k,
+        "GROUP_M": group_m, "SWAP_AB": swap_ab, "num_warps": warps, "num_stages": stages,
+    }
+
+
+def _fits(cfg: dict, N: int, K: int) -> bool:
+    # Block shapes must not exceed what the problem offers (wasted work, and BLOCK_K > K would
+    # read nothing but masks); shared memory per stage stays under Hopper's 227 KB.
+    if K % (cfg["BLOCK_K"] * cfg["SPLIT_K"]) != 0 or cfg["BLOCK_N"] > max(16, N):
+        return False
+    smem = cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"]
+    return smem <= 200 * 1024
+
+
+def config_space(M: int, N: int, K: int) -> list[dict]:
+    """Candidate configs for an ``(M, N, K)`` problem (what the online tuner times)."""
+    b = m_bucket(M)
+    out = []
+    if b <= 64:
+        for bm in ([16] if b <= 16 else [16, 32, 64]):
+            for bn in (16, 32, 64, 128):
+                for bk in (128, 256, 512):
+                    for stages in (3, 4, 6):
+                        for sk in (1, 2, 4):
+                            out.append(_cfg(bm, bn, bk, 4, stages, sk))
+    else:
+        for bm in (64, 128, 256):
+            for bn in (64, 128, 256):
+                for bk in (64, 128, 256):
+                    for warps in (4, 8):
+                        for stages in (2, 3, 4, 5):
+                            for swap in (0, 1):
+                                if bm * bn <= 128 * 256 and not (bm == 256 and warps == 4):
+                                    out.append(_cfg(bm, bn, bk, warps, stages, swap_ab=swap))
+    return [c for c in out if _fits(c, N, K)]
+
+
+def heuristic_config(M: int, N: int, K: int) -> dict:
+    """The config used without tuning, per (N, K, M bucket).
+
+    Read off the H100 sweep (``benchmarks/results/h100_sweep.json``; docs/triton.md):
+
+    - M <= 16, a pure weight stream: 16-row tiles, BLOCK_K 128, 4 stages; N tile 64 (128 for
+      N > 8192); split-K until there are ~256 programs (two per SM), since bandwidth needs
+      bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at N = 4096.
+    - M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles (32) up to
+      N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above (BLOCK_K 256
+      up to N = 16384, 128 beyond).
+    - M <= 256: 128 x 64 tiles, 8 warps, computed as C^T = W A^T (``SWAP_AB``); 4 warps, 3 stages,
+      unswapped for 8192 < N <= 16384; 128 x 128, 4 warps, 3 stages beyond.
+    - larger: 256 x 128 x 128, 8 warps, 3 stages (best of the sweep at M = 1024 and 4096).
+    """
+    b = m_bucket(M)
+    wide = N > 8192
+    if b <= 16:
+        bn = 128 if wide else 64
+        split_k = 1
+        while split_k < 4 and (N // bn) * split_k * 2 <= 256 + (N // bn) // 2:
+            split_k *= 2
+        cfg = _cfg(16, bn, 128, 4, 4, split_k=split_k)
+    elif b <= 64:
+        if N > 16384:
+            cfg = _cfg(64, 128, 128, 4, 3)
+        elif wide:
+            cfg = _cfg(64, 128, 256, 4, 4)
+        else:
+            cfg = _cfg(64, 32, 256, 4, 4, split_k=2 if K >= 2 * N else 1)
+    elif b <= 256:
+        if N > 16384:
+            cfg = _cfg(128, 128, 128, 4, 3)
+        elif wide:
+            cfg = _cfg(128, 64, 128, 4, 3)
+        else:
+            cfg = _cfg(128, 64, 128, 8, 4, swap_ab=1)
+    else:
+        cfg = _cfg(256, 128, 128, 8, 3)
+    return _shrink_to(cfg, N, K)
+
+
+def _shrink_to(cfg: dict, N: int, K: int) -> dict:
+    """Clamp a config's blocks to small problems (tests, odd shapes) without changing its kind."""
+    cfg = dict(cfg)
+    while cfg["BLOCK_K"] * cfg["SPLIT_K"] > 32 and K % (cfg["BLOCK_K"] * cfg["SPLIT_K"]) != 0:
+        if cfg["SPLIT_K"] > 1:
+            cfg["SPLIT_K"] //= 2
+        else:
+            cfg["BLOCK_K"] //= 2
+    while cfg["BLOCK_N"] > 16 and cfg["BLOCK_N"] > N:
+        cfg["BLOCK_N"] //= 2
+    return cfg

@@ -1,0 +1,52 @@
+"""``python -m hipbmm_inductor bench``: argument parsing, output formats (the timing itself needs a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hipbmm_inductor import bench, cli
+
+
+def test_parse_shapes_accepts_suites_and_pairs():
+    assert bench._parse_shapes("llama3-8b") == bench.SUITES["llama3-8b"]
+    assert bench._parse_shapes("4096,4096; 8192x28672") == [(4096, 4096), (8192, 28672)]
+
+
+@pytest.mark.parametrize("text", ["4096", "a,b", "llama9"])
+def test_parse_shapes_names_the_argument(text):
+    with pytest.raises(ValueError, match="--shapes"):
+        bench._parse_shapes(text)
+
+
+@pytest.mark.parametrize("text", ["", "0,1", "1,x"])
+def test_parse_ints_names_the_argument(text):
+    with pytest.raises(ValueError, match="--m"):
+        bench._parse_ints(text, "--m")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
+def test_cli_without_gpu_fails_with_one_line(capsys):
+    assert cli.main(["bench", "--m", "1"]) == 2
+    assert "bench: needs a GPU" in capsys.readouterr().err
+
+
+def _result():
+    recs = []
+    for m in (1, 16):
+        r = bench.Record(N=64, K=64, M=m, bias=False, ours_us=2.0, baseline_us=3.0, floor_us=1.0,
+                         compute_floor_us=0.1, speedup=1.5, floor_fraction=0.5, ours_tflops=1.0, baseline_tflops=0.7)
+        recs.append(bench.asdict(r))
+    return {"device": "test", "backend": "triton", "geomean_speedup": 1.5, "records": recs}
+
+
+def test_format_row_shows_speedup_and_floor_fraction():
+    row = bench.format_row(_result()["records"][0])
+    assert "x 1.50" in row and "50.0%" in row
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "b.png"
+    bench.plot(_result(), str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
