@@ -24,8 +24,18 @@ Every environment variable is documented in :mod:`hipbmm_inductor.envs`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path as _Path
 
 __version__ = "0.1.0"
+
+# NOTE: in a source checkout `ops/` and `lowering/` sit beside this package (the design card's
+# layout); installs map them inside it (pyproject's package-dir). Editable installs made by older
+# setuptools, and a checkout on PYTHONPATH, do not: `hipbmm_inductor.ops` then failed to import on
+# the GPU image (setuptools there, `pip install -e . --no-build-isolation`). Searching the
+# checkout's root as part of this package makes both import the same modules an install would.
+_root = _Path(__file__).resolve().parent.parent
+if not (_Path(__file__).parent / "ops").is_dir() and (_root / "ops" / "hipb_mm_fp8.py").is_file():
+    __path__.append(str(_root))  # noqa: F821  (a package's __path__)
 
 logging.getLogger("hipbmm_inductor").addHandler(logging.NullHandler())
 

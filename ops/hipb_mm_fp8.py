@@ -9,10 +9,17 @@ computes. The contract (dtypes, shapes, strides) lives in :mod:`.validate`; the 
 :mod:`.registry`. The op itself only validates, picks the backend for the device and calls it, so
 backends plug in without touching this definition.
 
-Registration is an opaque ``custom_op``: Inductor does not trace into it, so the aiter, Triton
-and reference backends all sit behind one node that a compiler pass can insert. It is tagged
+Registration is an opaque op: Inductor does not trace into it, so the aiter, Triton and reference
+backends all sit behind one node that a compiler pass can insert. It is tagged
 ``needs_exact_strides``: a node inserted by a pass has no ``eager_input_vals``, and without the
 tag Inductor would be free to hand it a re-laid-out ``B`` (SPEC section 5).
+
+NOTE: registered with ``torch.library.Library.define`` + ``impl`` rather than
+``torch.library.custom_op``. Both give the same schema, tags and fake implementation, but
+``custom_op`` wraps the kernel in Python autograd and aliasing-check layers that cost about 12 us
+per call on the CI machine (3 us this way); at decode sizes without CUDA graphs the op is
+host-bound (benchmarks/results/h100_op_overhead.json), so those microseconds are the step time.
+The op has no autograd formula: it is an inference op on fp8 tensors, which cannot require grad.
 """
 
 from __future__ import annotations
@@ -23,32 +30,36 @@ import torch
 from torch import Tensor
 
 from .registry import backend_for
-from .validate import check_inputs
+from .validate import check_inputs, is_valid_fast
 
 __all__ = ["hipb_mm_fp8"]
 
-_TAGS = (torch.Tag.needs_exact_strides,) if hasattr(torch.Tag, "needs_exact_strides") else (
-    torch.Tag.needs_fixed_stride_order,
+_TAGS = (
+    torch.Tag.needs_exact_strides if hasattr(torch.Tag, "needs_exact_strides") else torch.Tag.needs_fixed_stride_order,
+    torch.Tag.pt2_compliant_tag,
+)
+
+_lib = torch.library.Library("hipbmm", "FRAGMENT")  # noqa: TOR901  (kept alive by the module)
+_lib.define(
+    "hipb_mm_fp8(Tensor A, Tensor B, Tensor scale_a, Tensor scale_b, Tensor? bias=None, "
+    "ScalarType out_dtype=bfloat16) -> Tensor",
+    tags=_TAGS,
 )
 
 
-@torch.library.custom_op("hipbmm::hipb_mm_fp8", mutates_args=(), tags=_TAGS)
-def _hipb_mm_fp8(
-    A: Tensor,
-    B: Tensor,
-    scale_a: Tensor,
-    scale_b: Tensor,
-    bias: Optional[Tensor] = None,
-    out_dtype: torch.dtype = torch.bfloat16,
-) -> Tensor:
-    check_inputs(A, B, scale_a, scale_b, bias, out_dtype)
+def _hipb_mm_fp8_impl(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16):
+    if not is_valid_fast(A, B, scale_a, scale_b, bias, out_dtype):
+        check_inputs(A, B, scale_a, scale_b, bias, out_dtype)  # raises the precise error
     if A.shape[0] == 0:
         return A.new_empty((0, B.shape[1]), dtype=out_dtype)
     return backend_for(A.device).run(A, B, scale_a, scale_b, bias, out_dtype)
 
 
-@_hipb_mm_fp8.register_fake
-def _(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16):
+_lib.impl("hipb_mm_fp8", _hipb_mm_fp8_impl, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("hipbmm::hipb_mm_fp8", lib=_lib)
+def _hipb_mm_fp8_fake(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16):
     check_inputs(A, B, scale_a, scale_b, bias, out_dtype)
     # Fresh, contiguous [M, N]: M stays symbolic under dynamic shapes.
     return A.new_empty((A.shape[0], B.shape[1]), dtype=out_dtype)

@@ -57,3 +57,21 @@ def test_wheel_installs_and_runs_in_fresh_venv(wheel, tmp_path):
     )
     r = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+def test_source_checkout_on_pythonpath_imports_subpackages(tmp_path):
+    """No install at all (`-S`: no site-packages hooks): ops/ and lowering/ still import."""
+    import torch
+
+    site = str(Path(torch.__file__).resolve().parents[1])
+    script = (
+        "import sys, hipbmm_inductor.ops as ops, hipbmm_inductor.lowering as low\n"
+        f"assert ops.__file__.startswith({str(ROOT)!r}), ops.__file__\n"
+        "import torch, hipbmm_inductor as hi\n"
+        "assert torch.ops.hipbmm.hipb_mm_fp8 is not None and hi.is_enabled() in (True, False)\n"
+        "print('ok')\n"
+    )
+    env = {"PYTHONPATH": f"{ROOT}:{site}", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from hipbmm_inductor import HipbmmInputError
-from hipbmm_inductor.ops.validate import check_inputs
+from hipbmm_inductor.ops.validate import check_inputs, is_valid_fast
 
 from .inputs import FP8, make_case
 
@@ -114,3 +114,20 @@ def test_non_tensor_arguments(pos, arg):
 def test_valid_case_passes():
     case = make_case(5, 32, 64)
     check_inputs(*case.args)
+
+
+@given(
+    name=st.sampled_from(sorted(MUTATIONS)),
+    M=st.integers(1, 300),
+    N=st.integers(2, 6).map(lambda x: 16 * x),
+    K=st.integers(2, 4).map(lambda x: 32 * x),
+    fp8=st.sampled_from(FP8),
+    bias=st.sampled_from([None, torch.bfloat16, torch.float32]),
+)
+def test_fast_path_agrees_with_check_inputs(name, M, N, K, fp8, bias):
+    """The real op's per-call fast check never accepts what check_inputs rejects, and accepts
+    every valid call (else the fast path would be a slow path)."""
+    case = make_case(M, N, K, fp8, bias)
+    assert is_valid_fast(*case.args)
+    args = MUTATIONS[name][0](make_case(M, N, K, fp8, torch.bfloat16).args, case)
+    assert not is_valid_fast(*args)
