@@ -18,6 +18,9 @@ __all__ = ["main", "build_parser"]
 # module -> it defines register(subparsers) adding one or more commands.
 _COMMAND_MODULES = (
     "hipbmm_inductor.cli",
+    "hipbmm_inductor.demo",
+    "hipbmm_inductor.tuning.cli",
+    "hipbmm_inductor.bench",
 )
 
 

@@ -1,0 +1,28 @@
+"""Every tuning test gets its own empty cache folder and default settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from hipbmm_inductor import envs, tuning
+
+
+@pytest.fixture(autouse=True)
+def tuning_env(tmp_path, monkeypatch):
+    for name in ("HIPBMM_TUNING", "HIPBMM_TUNING_CACHE", "HIPBMM_TUNING_RECORD", "HIPBMM_HIP_ONLINE_TUNING",
+                 "HIP_ONLINE_TUNING"):
+        monkeypatch.delenv(name, raising=False)
+        envs.set_override(name, None)
+    folder = tmp_path / "cache"
+    tuning.set_cache_dir(str(folder))
+    tuning.reset_counters()
+    tuning.set_timer(None)
+    # Small measurements: the fake backend's timer is deterministic, so more reps add nothing
+    # but CPU time; 1 MiB of rotating inputs still exercises the rotation.
+    tuning.set_bench_settings(tuning.BenchSettings(warmup_calls=1, min_reps=3, max_reps=5, rotate_bytes=1 << 20))
+    yield folder
+    for name in ("HIPBMM_TUNING", "HIPBMM_TUNING_CACHE", "HIPBMM_TUNING_RECORD", "HIPBMM_HIP_ONLINE_TUNING"):
+        envs.set_override(name, None)
+    tuning.reload()
+    tuning.set_timer(None)
+    tuning.set_bench_settings(None)

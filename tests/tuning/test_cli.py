@@ -1,0 +1,133 @@
+"""`python -m hipbmm_inductor tune` and `cache show|clear|export|import`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hipbmm_inductor import cli, envs, tuning
+from hipbmm_inductor.ops import registry
+from hipbmm_inductor.tuning.cli import parse_shape
+from hipbmm_inductor.tuning.store import Store, read_rows
+
+from . import fakes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _fake_backend():
+    fakes.register()
+    tuning.set_timer(fakes.fake_timer)
+    yield
+    registry._backends.pop("fake_tune", None)
+    registry.reset_selection()
+
+
+def _tune(*shapes, extra=()):
+    return cli.main(["tune", "--backend", "fake_tune", "--shapes", *shapes, *extra])
+
+
+@pytest.mark.parametrize("text,dims", [("16x4096x4096", (16, 4096, 4096)), ("1X32X64", (1, 32, 64)), ("3,16,32", (3, 16, 32))])
+def test_parse_shape(text, dims):
+    assert parse_shape(text) == dims
+
+
+@pytest.mark.parametrize("text", ["16x4096", "0x32x32", "ax32x32", "16x32x32x4"])
+def test_bad_shape_names_the_rule(text, capsys):
+    assert _tune(text) == 2
+    err = capsys.readouterr().err
+    assert f"--shapes: {text!r}" in err and ("MxNxK" in err or "positive" in err)
+
+
+def test_tune_then_cached_and_settings_restored(tuning_env, capsys):
+    assert tuning.get_mode() == "cache"
+    assert _tune("8x64x64", "20x32x64", extra=["--bias", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" tuned ") == 2
+    assert tuning.get_mode() == "cache" and envs.HIPBMM_BACKEND == "auto"  # restored after the command
+    assert _tune("8x64x64", extra=["--bias", "bf16"]) == 0
+    assert " cached " in capsys.readouterr().out
+    assert _tune("8x64x64", extra=["--bias", "bf16", "--force", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report[0]["status"] == "tuned" and report[0]["config"] == fakes.FASTEST_CORRECT
+
+
+def test_tune_untunable_backend_says_so(capsys):
+    assert cli.main(["tune", "--backend", "reference", "--shapes", "4x32x32"]) == 0
+    assert "not tunable" in capsys.readouterr().out
+
+
+def test_show_json_and_text(tuning_env, capsys):
+    _tune("8x64x64")
+    capsys.readouterr()
+    assert cli.main(["cache", "show", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["folder"] == str(tuning_env)
+    (f,) = report["files"]
+    assert f["usable_here"] == 1 and f["entries"][0]["config"] == fakes.FASTEST_CORRECT
+    assert cli.main(["cache", "show"]) == 0
+    assert "1 usable here" in capsys.readouterr().out
+
+
+def test_export_import_round_trip(tuning_env, tmp_path, capsys):
+    _tune("8x64x64", "64x128x64")
+    shipped = tmp_path / "ship.csv"
+    assert cli.main(["cache", "export", str(shipped)]) == 0
+    assert cli.main(["cache", "clear"]) == 0
+    assert not Store(str(tuning_env)).files()
+    tuning.set_mode("cache")
+    assert fakes.choose(*fakes.inputs(M=8)) is fakes.DEFAULT
+    assert cli.main(["cache", "import", str(shipped)]) == 0
+    assert fakes.choose(*fakes.inputs(M=8)) == fakes.FASTEST_CORRECT  # import reloaded the tables
+    assert len(read_rows(Store(str(tuning_env)).path("cpu")).rows) == 2
+
+
+def test_import_merges_and_skips_bad_lines(tuning_env, tmp_path, capsys):
+    _tune("8x64x64")
+    other = tmp_path / "other.csv"
+    assert cli.main(["cache", "export", str(other)]) == 0
+    text = other.read_text().replace(",64,64,8,", ",256,64,8,") + "junk row\n"
+    other.write_text(text)
+    assert cli.main(["cache", "import", str(other)]) == 0
+    assert "skipped 1 unreadable line" in capsys.readouterr().err
+    assert {r.n for r in read_rows(Store(str(tuning_env)).path("cpu")).rows} == {64, 256}
+
+
+def test_clear_stale_keeps_current_rows(tuning_env, capsys):
+    _tune("8x64x64")
+    s = Store(str(tuning_env))
+    (row,) = read_rows(s.path("cpu")).rows
+    old = row.__class__(**{**row.__dict__, "versions": "torch=1.0", "n": 512})
+    s.upsert("cpu", [old], "x")
+    assert cli.main(["cache", "clear", "--stale"]) == 0
+    assert "removed 1 row" in capsys.readouterr().out
+    assert {r.n for r in read_rows(s.path("cpu")).rows} == {64}
+
+
+def test_export_missing_arch_is_clear(capsys):
+    assert cli.main(["cache", "export", "x.csv", "--arch", "gfx999"]) == 2
+    assert "no tuning file for gfx999" in capsys.readouterr().err
+
+
+def test_module_entry_point_subprocess(tmp_path):
+    env = dict(os.environ, HIPBMM_TUNING_CACHE=str(tmp_path / "sub"))
+    r = subprocess.run([sys.executable, "-m", "hipbmm_inductor", "cache", "show"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert str(tmp_path / "sub") in r.stdout
+    assert not list(tmp_path.glob("*.csv"))  # nothing written to the working directory
+
+
+def test_tune_reports_rows_with_a_backend_extra_key(monkeypatch, capsys):
+    # Real backends put a kernel version in extra_key; the report must still find their row.
+    original = fakes.choose
+    monkeypatch.setattr(fakes, "choose", lambda *a, **k: original(*a, **{**k, "extra_key": "kernel-v2"}))
+    assert _tune("8x64x64", extra=["--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["status"] == "tuned" and entry["config"] == fakes.FASTEST_CORRECT
