@@ -12,11 +12,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _local_setuptools_ok() -> bool:
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    return int(setuptools.__version__.split(".")[0]) >= 68  # pyproject's build requirement
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
-                       capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)]
+    if _local_setuptools_ok():
+        # Build with what is installed: machines without a package index (the GPU image) can too.
+        cmd.insert(4, "--no-build-isolation")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     (whl,) = out.glob("hipbmm_inductor-*.whl")
     return whl
@@ -49,7 +60,7 @@ def test_wheel_installs_and_runs_in_fresh_venv(wheel, tmp_path):
         "w = torch.randn(32, 64).to(torch.float8_e4m3fn)\n"
         "a = torch.randn(3, 64).to(torch.float8_e4m3fn)\n"
         "out = hi.hipb_mm_fp8(a, hi.prepack_weight(w), torch.ones(3, 1), torch.ones(1, 32))\n"
-        "ref = torch._scaled_mm(a, w.t(), scale_a=torch.ones(3, 1), scale_b=torch.ones(1, 32), out_dtype=torch.bfloat16)\n"
+        "ref = (a.float() @ w.float().t()).to(torch.bfloat16)\n"
         "assert out.shape == (3, 32) and (out.float() - ref.float()).abs().max() <= ref.float().abs().max() * 2**-7\n"
         "import importlib.util as u\n"
         "assert u.find_spec('ops') is None and u.find_spec('lowering') is None\n"

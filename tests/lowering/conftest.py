@@ -67,3 +67,19 @@ def call_body(code: str) -> str:
             break
         body.append(line)
     return "\n".join(body)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Gate what older PyTorch cannot run (hipbmm_inductor/compat.py says why and where seen)."""
+    from hipbmm_inductor.compat import CPU_ROWWISE_SCALED_MM, DYNAMO_TRACES_SCALED_MM_V2
+
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if not str(item.fspath).startswith(here):
+            continue
+        if not CPU_ROWWISE_SCALED_MM:
+            # These tests compare against eager _scaled_mm on the CPU; GPU coverage of the pass on
+            # such versions: tests/ops/test_triton_backend.py::test_gpu_lowering_pass_*.
+            item.add_marker(pytest.mark.skip(reason=f"torch {torch.__version__}: no rowwise _scaled_mm on the CPU"))
+        elif not DYNAMO_TRACES_SCALED_MM_V2 and "scaled_mm_v2" in item.name:
+            item.add_marker(pytest.mark.skip(reason=f"torch {torch.__version__}: Dynamo cannot trace F.scaled_mm"))

@@ -12,6 +12,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import hipbmm_inductor as hi
 from hipbmm_inductor import HipbmmInputError
+from hipbmm_inductor.compat import CPU_ROWWISE_SCALED_MM
 from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
 
 from .inputs import FP8, error_bound, float64_oracle, make_case
@@ -55,6 +56,7 @@ def test_numerics_property(M, N, K, fp8, bias_dtype, seed):
     _assert_within_bound(hi.hipb_mm_fp8(*case.args), case)
 
 
+@pytest.mark.skipif(not CPU_ROWWISE_SCALED_MM, reason="no rowwise _scaled_mm on the CPU in this torch")
 def test_matches_scaled_mm_on_plain_weight():
     """Same GEMM through PyTorch's own rowwise _scaled_mm on the unshuffled weight."""
     case = make_case(33, 64, 128, bias_dtype=torch.bfloat16)

@@ -307,9 +307,11 @@ def test_gpu_lowering_pass_selects_triton_end_to_end():
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert "backend=triton" in out, out
-    # The plain _scaled_mm and channelwise forms exist on every supported PyTorch; the
-    # _scaled_mm_v2 form is not traceable by Dynamo 2.11 (graph break, not rewritten there).
-    assert "scaled_mm: matched 1, rewritten 1, skipped 0" in out, out
+    # Where Dynamo cannot trace F.scaled_mm (2.11), the demo writes that layer as _scaled_mm too.
+    from hipbmm_inductor.compat import DYNAMO_TRACES_SCALED_MM_V2
+
+    n = 1 if DYNAMO_TRACES_SCALED_MM_V2 else 2
+    assert f"scaled_mm: matched {n}, rewritten {n}, skipped 0" in out, out
     assert "channelwise: matched 1, rewritten 1, skipped 0" in out, out
     calls = int(re.search(r"hipb_mm_fp8 calls in generated code: (\d+)", out).group(1))
     assert calls >= 2 and "weights folded: True" in out and "shuffle_weight calls per run: 0" in out, out
