@@ -47,12 +47,22 @@ def test_wheel_layout(wheel):
 
 
 def test_wheel_installs_and_runs_in_fresh_venv(wheel, tmp_path):
+    import os
+
+    import torch
+
     venv = tmp_path / "venv"
-    # --system-site-packages only to reuse torch; the check below proves the venv's copy is used.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
-                       capture_output=True, text=True, timeout=600)
+    # Reuse this interpreter's torch through a plain path entry (not a site dir: its .pth hooks,
+    # an editable install of ours among them, stay off). --system-site-packages would miss torch
+    # where this interpreter is itself a venv (the GPU image).
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "_torch_from_parent.pth").write_text(str(Path(torch.__file__).resolve().parents[1]) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
+                       capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     script = (
         "import torch, hipbmm_inductor as hi, hipbmm_inductor.ops as ops, sys\n"
@@ -66,7 +76,7 @@ def test_wheel_installs_and_runs_in_fresh_venv(wheel, tmp_path):
         "assert u.find_spec('ops') is None and u.find_spec('lowering') is None\n"
         "print('ok')\n"
     )
-    r = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
 
 
