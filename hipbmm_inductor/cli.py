@@ -62,6 +62,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # `... | head`: the reader left; exit quietly instead of a traceback on stderr.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, RuntimeError) as e:
         # Bad input and unusable backends end with one line, not a traceback.
         print(f"error: {e}", file=sys.stderr)

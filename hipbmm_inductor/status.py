@@ -37,6 +37,8 @@ class Status:
     chosen_backend: Optional[str]
     choice_error: Optional[str]
     lowering_enabled: bool
+    tuning_mode: str
+    tuning_cache: str
     backends: list[BackendStatus] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -51,6 +53,7 @@ class Status:
             f"backend:  HIPBMM_BACKEND={self.configured_backend} -> "
             + (self.chosen_backend or f"none ({self.choice_error})"),
             f"lowering: {'enabled' if self.lowering_enabled else 'disabled'}",
+            f"tuning:   {self.tuning_mode} (cache folder {self.tuning_cache})",
             "backends:",
         ]
         width = max(len(b.name) for b in self.backends) if self.backends else 0
@@ -86,6 +89,7 @@ def _arch(device: torch.device) -> Optional[str]:
 def status(device: Optional[torch.device | str] = None) -> Status:
     """Report platform, the configured and chosen backend, and each backend's usability."""
     from . import __version__
+    from . import tuning
     from .lowering import is_enabled
 
     device = torch.device(device) if device is not None else _default_device()
@@ -114,5 +118,7 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         chosen_backend=chosen,
         choice_error=err,
         lowering_enabled=is_enabled(),
+        tuning_mode=tuning.get_mode(),
+        tuning_cache=tuning.cache_dir(),
         backends=rows,
     )
