@@ -70,13 +70,25 @@ def _is_rocm_build() -> bool:
     return bool(torch.version.hip)
 
 
+_ARCH_CACHE: dict[tuple[str, int], Optional[str]] = {}
+
+
 def _gpu_arch(device: torch.device) -> Optional[str]:
-    """``gfx942``-style architecture of a ROCm GPU, ``None`` where there is none."""
-    if device.type != "cuda" or not torch.cuda.is_available():
+    """``gfx942``-style architecture of a ROCm GPU, ``None`` where there is none.
+
+    Memoised per device: ``run`` asks on every GEMM call (the fp8-flavour check), and a device's
+    architecture does not change within a process.
+    """
+    if device.type != "cuda":
         return None
-    props = torch.cuda.get_device_properties(device)
-    # gcnArchName carries target features after a colon: "gfx942:sramecc+:xnack-".
-    return getattr(props, "gcnArchName", "").split(":")[0] or None
+    key = _device_key(device)
+    if key not in _ARCH_CACHE:
+        if not torch.cuda.is_available():
+            return None
+        props = torch.cuda.get_device_properties(device)
+        # gcnArchName carries target features after a colon: "gfx942:sramecc+:xnack-".
+        _ARCH_CACHE[key] = getattr(props, "gcnArchName", "").split(":")[0] or None
+    return _ARCH_CACHE[key]
 
 
 def _under_vllm() -> bool:

@@ -62,8 +62,8 @@ def check_shape_supported(n: int, k: int) -> Optional[str]:
     """Why an ``[N, K]`` weight cannot be served (``None`` if it can). Shared with the pass."""
     if n < BN or n % BN != 0:
         return f"N must be >= {BN} and a multiple of {BN}, got N={n}"
-    if k % BK != 0:
-        return f"K must be a multiple of {BK} (the preshuffle tile), got K={k}"
+    if k < BK or k % BK != 0:
+        return f"K must be >= {BK} and a multiple of {BK} (the preshuffle tile), got K={k}"
     return None
 
 
@@ -175,7 +175,7 @@ def is_valid_fast(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16) -
         device = A.device
         sa_shape, sb_shape = scale_a.shape, scale_b.shape
         ok = (
-            K == KB and N >= BN and N % BN == 0 and K % BK == 0
+            K == KB and N >= BN and N % BN == 0 and K >= BK and K % BK == 0
             and A.stride() == (K, 1) and B.stride() == (1, K)
             and scale_a.dtype == torch.float32 and sa_shape == (M, 1) and scale_a.stride(0) == 1
             and scale_b.dtype == torch.float32 and sb_shape == (1, N) and scale_b.stride(1) == 1

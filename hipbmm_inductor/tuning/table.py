@@ -49,7 +49,7 @@ class Tuner:
         self.mode = mode
         self.store = Store(folder)
         self.counters: Counter = Counter({name: 0 for name in COUNTER_NAMES})
-        self.timer: Optional[bench.Timer] = None  # None: CUDA events on GPUs, wall clock on CPUs
+        self.timer: Optional[bench.Timer] = None  # None: CUDA-graph replay on GPUs, wall clock on CPUs
         self.settings: bench.BenchSettings = bench.DEFAULT_SETTINGS
         self.force = False  # `tune --force`: re-tune keys that are already cached
         self._forced_done: set[tuple] = set()

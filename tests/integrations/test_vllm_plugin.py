@@ -24,7 +24,7 @@ def report(tmp_path_factory):
 @pytest.mark.parametrize(
     "case, reason",
     [
-        ("k_mod_32_is_16", "K must be a multiple of 32"),
+        ("k_mod_32_is_16", "K must be >= 32 and a multiple of 32"),
         ("n_below_16", "N must be >= 16"),
         ("fp16_out", "requires bfloat16 output"),
         ("per_tensor_weight", "requires per-channel weight scales"),

@@ -105,7 +105,7 @@ def test_no_second_copy_of_the_weights(fresh):
 @pytest.mark.parametrize(
     "kwargs,x_dtype,reason",
     [
-        (dict(in_features=144, out_features=64), torch.bfloat16, "K must be a multiple of 32"),  # K % 32 == 16
+        (dict(in_features=144, out_features=64), torch.bfloat16, "K must be >= 32 and a multiple of 32"),  # K % 32 == 16
         (dict(in_features=128, out_features=24), torch.bfloat16, "N must be >= 16 and a multiple of 16"),
         (dict(in_features=128, out_features=64, out_dtype=torch.float16), torch.bfloat16, "out_dtype torch.float16"),
     ],

@@ -37,7 +37,7 @@ MUTATIONS = {
                  "B: N must be >= 16 and a multiple of 16, got N=24"),
     "K_not_32": (lambda a, c: (a[0].view(torch.uint8)[:, :48].contiguous().view(a[0].dtype),
                                _strided_B(a[1].shape[1], 48, a[0].dtype), *a[2:]),
-                 "B: K must be a multiple of 32 (the preshuffle tile), got K=48"),
+                 "B: K must be >= 32 and a multiple of 32 (the preshuffle tile), got K=48"),
     "B_contiguous": (lambda a, c: (a[0], a[1].contiguous(), *a[2:]), "B: must be the [K, N] transposed view"),
     "A_not_row_major": (lambda a, c: (a[0].view(torch.uint8).t().contiguous().t().view(a[0].dtype), *a[1:]),
                         "A: must be row-major [M, K]"),
@@ -109,6 +109,22 @@ def test_non_tensor_arguments(pos, arg):
     args[pos] = [1.0, 2.0]
     with pytest.raises(HipbmmInputError, match=f"^{arg}: expected a torch.Tensor, got list"):
         check_inputs(*args)
+
+
+@pytest.mark.parametrize("fake", [False, True])
+def test_empty_k_is_rejected(fake):
+    """K = 0 passes every divisibility rule but leaves kernels nothing to reduce over."""
+    case = make_case(5, 32, 64)
+    A = case.A[:, :0]
+    B = torch.zeros(32, 0, dtype=torch.uint8).view(case.A.dtype).t()
+    args = (A, B, case.scale_a, case.scale_b, None, torch.bfloat16)
+    assert not is_valid_fast(*args)
+    if fake:
+        with FakeTensorMode() as mode:
+            text = _raise_text(lambda: OP(*_fake_args(mode, args)))
+    else:
+        text = _raise_text(lambda: OP(*args))
+    assert text.startswith("B: K must be >= 32 and a multiple of 32"), text
 
 
 def test_valid_case_passes():

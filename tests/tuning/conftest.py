@@ -36,3 +36,17 @@ def cpu_only_unless_gpu_test(request, monkeypatch):
         import torch
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def fake_backend():
+    """The tests' fake backend registered, with its deterministic timer (CLI and record tests)."""
+    from hipbmm_inductor.ops import registry
+
+    from . import fakes
+
+    fakes.register()
+    tuning.set_timer(fakes.fake_timer)
+    yield
+    registry._backends.pop("fake_tune", None)
+    registry.reset_selection()

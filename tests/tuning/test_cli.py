@@ -20,13 +20,7 @@ from . import fakes
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _fake_backend():
-    fakes.register()
-    tuning.set_timer(fakes.fake_timer)
-    yield
-    registry._backends.pop("fake_tune", None)
-    registry.reset_selection()
+pytestmark = pytest.mark.usefixtures("fake_backend")
 
 
 def _tune(*shapes, extra=()):

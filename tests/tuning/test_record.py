@@ -12,13 +12,7 @@ from hipbmm_inductor.tuning.record import read_untuned
 from . import fakes
 
 
-@pytest.fixture(autouse=True)
-def _fake_backend():
-    fakes.register()
-    tuning.set_timer(fakes.fake_timer)
-    yield
-    registry._backends.pop("fake_tune", None)
-    registry.reset_selection()
+pytestmark = pytest.mark.usefixtures("fake_backend")
 
 
 def test_record_off_by_default(tuning_env):
