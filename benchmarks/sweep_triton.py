@@ -22,8 +22,16 @@ from hipbmm_inductor.bench import _make_sets, copy_bandwidth, time_graph
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 
 
-def candidates(M: int, N: int, K: int) -> list[dict]:
+def candidates(M: int, N: int, K: int, precise: int = 0) -> list[dict]:
     c = T._cfg
+    if precise and M > 64:
+        # Promotion (Triton's, every BLOCK_K products) makes each step wait for its wgmma: a
+        # BLOCK_K of 256 halves the waits; several CTAs per SM (4-warp tiles) may hide them.
+        tiles = [(64, 128, 4), (128, 64, 4), (64, 256, 4), (128, 128, 8), (128, 256, 8), (256, 128, 8),
+                 (256, 64, 8)]
+        space = [dict(c(bm, bn, bk, w, st), A_TMA=tma) for (bm, bn, w), bk, st, tma
+                 in itertools.product(tiles, (128, 256), (2, 3, 4), (0, 1))]
+        return [cfg for cfg in space if T._fits(cfg, N, K)]
     if M <= 16:
         space = [c(16, bn, bk, 4, st, sk) for bn, bk, st, sk in
                  itertools.product((32, 64, 128), (128, 256), (3, 4, 6), (1, 2, 4))]
@@ -31,12 +39,13 @@ def candidates(M: int, N: int, K: int) -> list[dict]:
         space = [c(bm, bn, bk, 4, st, sk) for bm, bn, bk, st, sk in
                  itertools.product((32, 64), (32, 64, 128), (128, 256), (3, 4), (1, 2))]
     elif M <= 256:
-        space = [c(bm, bn, 128, w, st) for bm, bn, w, st in
-                 itertools.product((64, 128), (64, 128, 256), (4, 8), (3, 4))]
+        space = [dict(c(bm, bn, 128, w, st, swap_ab=sw), A_TMA=tma) for bm, bn, w, st, sw, tma in
+                 itertools.product((64, 128, 256), (64, 128, 256), (4, 8), (3, 4), (0, 1), (0, 1))
+                 if bm * bn <= 128 * 256 and not (bm == 256 and w == 4) and (tma or sw)]
     else:
-        space = [c(bm, bn, bk, 8, st) for bm, bn, bk, st in
-                 itertools.product((128, 256), (128, 256), (128, 256), (2, 3, 4))
-                 if not (bm == 256 and bn == 256)]
+        space = [dict(c(bm, bn, bk, 8, st, swap_ab=sw), A_TMA=tma) for bm, bn, bk, st, sw, tma in
+                 itertools.product((128, 256), (128, 256), (64, 128), (3, 4), (0, 1), (0, 1))
+                 if not (bm == 256 and bn == 256) and (tma or sw)]
     return [cfg for cfg in space if T._fits(cfg, N, K)]
 
 
@@ -76,6 +85,8 @@ def main() -> None:
     p.add_argument("--m", default="1,16,64,256,1024,4096")
     p.add_argument("--budget-s", type=float, default=300)
     p.add_argument("--out", default="sweep.json")
+    p.add_argument("--precise", type=int, default=0, help="PROMOTE: 0 none, 1 every BLOCK_K, n every n steps")
+    p.add_argument("--no-host", action="store_true", help="skip the host-overhead measurement")
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
@@ -83,7 +94,8 @@ def main() -> None:
     bw = copy_bandwidth(dev)
     print(f"{torch.cuda.get_device_name()} copy {bw / 1e12:.2f} TB/s", flush=True)
     result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_TBps": bw / 1e12,
-              "host_overhead_us": host_overhead(dev), "points": []}
+              "precise": args.precise,
+              "host_overhead_us": None if args.no_host else host_overhead(dev), "points": []}
     t0 = time.time()
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")]
     for M in [int(m) for m in args.m.split(",")]:
@@ -92,20 +104,25 @@ def main() -> None:
                 break
             sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
             n = len(sets)
+            fast = not args.precise  # compare like with like: the vendor's fast accumulation, or not
             base = time_graph(lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
-                                                         out_dtype=torch.bfloat16), n, target_ms=0.5, repeats=5)
+                                                         out_dtype=torch.bfloat16, use_fast_accum=fast),
+                              n, target_ms=0.5, repeats=5)
             ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
             heur = T.heuristic_config(M, N, K)
             rows = []
-            for cfg in candidates(M, N, K) + [heur]:
+            for cfg in candidates(M, N, K, args.precise) + [heur]:
+                pr = cfg.get("PROMOTE", args.precise)
                 try:
-                    out = T.launch(cfg, sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b, None, torch.bfloat16).float()
+                    out = T.launch(cfg, sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b, None, torch.bfloat16,
+                                   precise=pr).float()
                     err = ((out - ref).norm() / ref.norm()).item()
                     if not err < 1e-2:
                         print("  BAD", cfg, err, flush=True)
                         continue
                     us = time_graph(lambda i: T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b,
-                                                       None, torch.bfloat16), n, target_ms=0.5, repeats=5)
+                                                       None, torch.bfloat16, precise=pr),
+                                    n, target_ms=0.5, repeats=5)
                     rows.append((us, cfg))
                 except Exception as e:  # out of resources etc.: skip the config, say why
                     print("  FAIL", cfg, type(e).__name__, str(e)[:120], flush=True)

@@ -4,8 +4,10 @@ For each weight shape ``(N, K)``, each ``M`` and each bias setting, on fresh ran
 
 - ``ours``: ``torch.ops.hipbmm.hipb_mm_fp8`` on the prepacked (preshuffled) weight, through the
   whole op (custom op dispatch, validation, tuning lookup, launch) with the chosen backend;
-- ``baseline``: ``torch._scaled_mm`` with rowwise scales (fp32 accumulation, bf16 out), i.e.
-  cuBLASLt/CUTLASS on NVIDIA, hipBLASLt on ROCm, on the plain weight;
+- ``baseline``: ``torch._scaled_mm`` with rowwise scales (bf16 out), i.e. cuBLASLt/CUTLASS on
+  NVIDIA, hipBLASLt on ROCm, on the plain weight, in the same accumulation mode as ours:
+  ``use_fast_accum=False`` against the Triton backend's default ``promoted`` mode, ``True``
+  against ``--accumulation fast`` (``HIPBMM_TRITON_ACCUMULATION``), so like is timed with like;
 - ``linear_bf16`` (``--bf16``): ``F.linear`` in bf16, so users see where FP8 pays;
 - ``floor``: bytes moved (A, W, scales, bias read once; out written once) over the device copy
   bandwidth measured in the same run; ``compute_floor``: 2MNK over the measured FP8 peak.
@@ -230,9 +232,11 @@ def run_bench(
     import triton
 
     import hipbmm_inductor as hi
+    from hipbmm_inductor import envs
     from hipbmm_inductor.ops import registry
 
     hi.set_backend(backend)
+    fast = backend == "triton" and envs.HIPBMM_TRITON_ACCUMULATION == "fast"
     dev = torch.device(device)
     be = registry.backend_for(dev)
     props = torch.cuda.get_device_properties(dev)
@@ -250,7 +254,7 @@ def run_bench(
                 ours = lambda i: hi.hipb_mm_fp8(sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b, sets[i].bias)  # noqa: E731
                 base = lambda i: torch._scaled_mm(  # noqa: E731
                     sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
-                    bias=sets[i].bias, out_dtype=torch.bfloat16,
+                    bias=sets[i].bias, out_dtype=torch.bfloat16, use_fast_accum=fast,
                 )
                 # Numerics on the first set (the benchmark must time the right function).
                 o, r = ours(0).float(), base(0).float()
@@ -277,7 +281,7 @@ def run_bench(
                     from hipbmm_inductor.ops.triton_backend import _heuristic
                     from hipbmm_inductor.ops.triton_fp8_gemm import m_bucket
 
-                    rec.config = dict(_heuristic(m_bucket(M), N, K))
+                    rec.config = dict(_heuristic(m_bucket(M), N, K, fast))
                 flops = 2 * M * N * K
                 rec.speedup = rec.baseline_us / rec.ours_us
                 rec.floor_fraction = rec.floor_us / rec.ours_us
@@ -294,6 +298,8 @@ def run_bench(
         "triton": triton.__version__,
         "python": platform.python_version(),
         "backend": be.name,
+        "accumulation": "fast" if fast else "promoted",
+        "baseline": f"torch._scaled_mm rowwise, use_fast_accum={fast}",
         "fp8": str(fp8),
         "copy_bandwidth_TBps": bw / 1e12,
         "fp8_peak_TFLOPs": peak / 1e12,
@@ -339,7 +345,8 @@ def plot(result: dict, path: str) -> None:
         ax1.plot(m, [r["baseline_tflops"] for r in rs], "--x", color=color, alpha=0.6)
         ax2.plot(m, [r["speedup"] for r in rs], "-o", color=color, label=f"{N}x{K}")
     ax1.set(xscale="log", yscale="log", xlabel="M (tokens)", ylabel="TFLOP/s",
-            title=f"{result['device']}: hipb_mm_fp8 ({result['backend']}, solid) vs _scaled_mm (dashed)")
+            title=f"{result['device']}: hipb_mm_fp8 ({result['backend']}, {result.get('accumulation', 'promoted')} "
+                  f"accumulation, solid) vs _scaled_mm (dashed)")
     ax2.axhline(1.0, color="k", lw=0.8)
     ax2.axhline(1.2, color="g", lw=0.8, ls=":")
     ax2.axhline(0.9, color="r", lw=0.8, ls=":")
@@ -393,6 +400,10 @@ def _main(args: argparse.Namespace) -> int:
         if len(s) != 3:
             raise ValueError(f"--inductor: expected 'N,K,M;...', got {s}")
     fp8 = getattr(torch, args.fp8)
+    if args.accumulation:
+        from hipbmm_inductor import envs
+
+        envs.set_override("HIPBMM_TRITON_ACCUMULATION", args.accumulation)
     done = []
 
     def progress(r: Record) -> None:
@@ -428,6 +439,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bias", choices=("both", "yes", "no"), default="both")
     p.add_argument("--backend", default="triton", help="hipb_mm_fp8 backend to time (default: triton)")
     p.add_argument("--fp8", default="float8_e4m3fn", choices=("float8_e4m3fn", "float8_e4m3fnuz"))
+    p.add_argument("--accumulation", choices=("promoted", "fast"), default=None,
+                   help="Triton backend's accumulation (default: HIPBMM_TRITON_ACCUMULATION, else promoted); "
+                        "the baseline runs in the same mode")
     p.add_argument("--no-plain", action="store_true", help="skip eager (host-overhead-included) timings")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 F.linear comparison")
     p.add_argument("--inductor", default="", help="'N,K,M;...': also time Inductor max-autotune _scaled_mm")

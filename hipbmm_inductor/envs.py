@@ -8,6 +8,7 @@ value set from Python wins over the environment.
 |---|---|---|---|
 | ``HIPBMM_BACKEND`` | ``auto`` | ``hipbmm_inductor.set_backend(name)`` | ``auto``, ``reference``, ``triton`` or ``aiter``: the backend behind ``hipb_mm_fp8``. ``auto`` picks the best usable one for the device; a named one that cannot run fails with the reason. Naming one also opts the compiler pass in on every device. |
 | ``HIPBMM_LOWERING`` | ``1`` | ``hipbmm_inductor.enable()`` / ``disable()`` | ``0`` turns the Inductor rewrite off. |
+| ``HIPBMM_TRITON_ACCUMULATION`` | ``promoted`` | ``envs.set_override("HIPBMM_TRITON_ACCUMULATION", "fast")`` | Triton backend on Hopper: ``promoted`` adds the fp8 tensor cores' partial sums into an fp32 accumulator every 128 products (error at the bf16 floor, as ``torch._scaled_mm`` by default); ``fast`` lets them accumulate in the tensor cores' reduced precision (as vLLM's CUTLASS kernels and ``use_fast_accum=True`` do: 1.3x to 2.8x the error at K = 4096 to 28672, and faster above M = 64). Same results on other GPUs. |
 | ``HIPBMM_TUNING`` | ``cache`` | ``hipbmm_inductor.tuning.set_mode(mode)`` | ``off`` (heuristic only), ``cache`` (use tuned results, never benchmark), ``online`` (tune on a miss, outside graph capture and tracing). |
 | ``HIPBMM_TUNING_CACHE`` | user cache dir | ``hipbmm_inductor.tuning.set_cache_dir(path)`` | Folder of the tuning CSV files (one per device architecture). |
 | ``HIPBMM_TUNING_RECORD`` | ``0`` | ``hipbmm_inductor.tuning.set_record(True)`` | ``1`` records shapes that ran untuned, for ``tune --from``. |
@@ -27,10 +28,11 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-__all__ = ["ENV_VARS", "BACKEND_NAMES", "TUNING_MODES"]
+__all__ = ["ENV_VARS", "BACKEND_NAMES", "TUNING_MODES", "ACCUMULATION_MODES"]
 
 BACKEND_NAMES = ("auto", "reference", "triton", "aiter")
 TUNING_MODES = ("off", "cache", "online")
+ACCUMULATION_MODES = ("promoted", "fast")
 
 # Values set from Python (set_backend, enable/disable, ...). They win over the environment.
 _overrides: dict[str, object] = {}
@@ -61,6 +63,9 @@ ENV_VARS: dict[str, Callable[[], object]] = {
     # Any registered backend name is valid (third parties register more); the registry checks it.
     "HIPBMM_BACKEND": lambda: os.environ.get("HIPBMM_BACKEND", "auto").strip().lower() or "auto",
     "HIPBMM_LOWERING": lambda: _flag("HIPBMM_LOWERING", "1"),
+    "HIPBMM_TRITON_ACCUMULATION": lambda: _choice(
+        "HIPBMM_TRITON_ACCUMULATION", "promoted", ACCUMULATION_MODES
+    ),
     "HIPBMM_TUNING": lambda: _choice("HIPBMM_TUNING", "cache", TUNING_MODES),
     "HIPBMM_TUNING_CACHE": lambda: os.environ.get("HIPBMM_TUNING_CACHE") or _default_cache_dir(),
     "HIPBMM_TUNING_RECORD": lambda: _flag("HIPBMM_TUNING_RECORD", "0"),
@@ -83,10 +88,21 @@ ENV_VARS: dict[str, Callable[[], object]] = {
 }
 
 
+# Settings whose value is one of a few words: a Python override is checked like the environment.
+_CHOICES = {
+    "HIPBMM_TUNING": TUNING_MODES,
+    "HIPBMM_TRITON_ACCUMULATION": ACCUMULATION_MODES,
+    "HIPBMM_VLLM_ENABLE": ("auto", "1", "0"),
+    "HIPBMM_HYPOTHESIS_PROFILE": ("ci", "dev", "deep"),
+}
+
+
 def set_override(name: str, value: object) -> None:
     """Python equivalent of an environment variable; ``None`` removes the override."""
     if name not in ENV_VARS:
         raise KeyError(f"unknown hipbmm_inductor setting {name!r}; known: {sorted(ENV_VARS)}")
+    if value is not None and name in _CHOICES and value not in _CHOICES[name]:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(_CHOICES[name])}")
     if value is None:
         _overrides.pop(name, None)
     else:

@@ -39,6 +39,7 @@ class Status:
     lowering_enabled: bool
     tuning_mode: str
     tuning_cache: str
+    triton_accumulation: str
     backends: list[BackendStatus] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -54,6 +55,7 @@ class Status:
             + (self.chosen_backend or f"none ({self.choice_error})"),
             f"lowering: {'enabled' if self.lowering_enabled else 'disabled'}",
             f"tuning:   {self.tuning_mode} (cache folder {self.tuning_cache})",
+            f"triton:   {self.triton_accumulation} accumulation (HIPBMM_TRITON_ACCUMULATION)",
             "backends:",
         ]
         width = max(len(b.name) for b in self.backends) if self.backends else 0
@@ -120,5 +122,6 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         lowering_enabled=is_enabled(),
         tuning_mode=tuning.get_mode(),
         tuning_cache=tuning.cache_dir(),
+        triton_accumulation=envs.HIPBMM_TRITON_ACCUMULATION,
         backends=rows,
     )

@@ -23,16 +23,16 @@ from .registry import Availability, register_backend
 __all__ = ["TritonBackend", "KERNEL_VERSION"]
 
 # Part of the tuning key: bump when the kernel changes so that cached configs are re-tuned.
-KERNEL_VERSION = "preshuffled-v2"
+KERNEL_VERSION = "preshuffled-v3"
 
 
 @functools.lru_cache(maxsize=None)
-def _heuristic(bucket: int, N: int, K: int) -> dict:
+def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False) -> dict:
     from .triton_fp8_gemm import heuristic_config
 
-    # Memoised: the heuristic is pure in (M bucket, N, K), and M=1 decode calls are
+    # Memoised: the heuristic is pure in (M bucket, N, K, mode), and M=1 decode calls are
     # host-bound, so every microsecond of Python on this path shows up in the step time.
-    return heuristic_config(bucket, N, K)
+    return heuristic_config(bucket, N, K, fast_accum)
 
 
 class TritonBackend:
@@ -87,14 +87,16 @@ class TritonBackend:
 
         M, K = A.shape
         N = B.shape[1]
+        fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"
         config = tuning.choose(
             "triton", A, B, scale_a, scale_b, bias, out_dtype,
-            default=_heuristic(m_bucket(M), N, K),
-            candidates=lambda: config_space(M, N, K),
-            run=launch,
-            extra_key=KERNEL_VERSION,
+            default=_heuristic(m_bucket(M), N, K, fast),
+            candidates=lambda: config_space(M, N, K, fast),
+            run=functools.partial(launch, fast_accum=fast),
+            # The mode changes numerics and the best config: tuned separately.
+            extra_key=f"{KERNEL_VERSION}/{'fast' if fast else 'promoted'}",
         )
-        return launch(config, A, B, scale_a, scale_b, bias, out_dtype)
+        return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
 
 
 register_backend(TritonBackend())

@@ -67,7 +67,9 @@ __all__ = [
     "native_fp8",
 ]
 
-CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "GROUP_M", "SWAP_AB", "num_warps", "num_stages")
+CONFIG_KEYS = (
+    "BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "GROUP_M", "SWAP_AB", "A_TMA", "num_warps", "num_stages",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +115,8 @@ def _fp8_gemm_preshuffled_kernel(
     SPLIT_K: tl.constexpr,
     GROUP_M: tl.constexpr,
     SWAP_AB: tl.constexpr,  # compute C^T = W A^T (see the loop)
+    PROMOTE: tl.constexpr,  # add wgmma sums into the fp32 accumulator every BLOCK_K (Accumulation)
+    A_TMA: tl.constexpr,  # a_ptr is a host TMA descriptor of A with block [BLOCK_M, BLOCK_K]
 ):
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -138,7 +142,8 @@ def _fp8_gemm_preshuffled_kernel(
     iters = K // (BLOCK_K * SPLIT_K)
     k_start = pid_k * iters * BLOCK_K
 
-    a_ptrs = a_ptr + rows_a.to(tl.int64)[:, None] * K + (k_start + offs_k)[None, :]
+    if not A_TMA:
+        a_ptrs = a_ptr + rows_a.to(tl.int64)[:, None] * K + (k_start + offs_k)[None, :]
     # W: BLOCK_N // 16 row groups; for k in [k0, k0 + BLOCK_K) each group's bytes are ONE
     # contiguous run of 16 * BLOCK_K bytes at (n // 16) * 16 K + 16 k0 (for k0 % 32 == 0,
     # (k0 // 32) * 512 == 16 k0). Load them as a plain 2-D block and restore [n, k] in registers.
@@ -153,7 +158,12 @@ def _fp8_gemm_preshuffled_kernel(
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for i in range(0, iters):
-        a = tl.load(a_ptrs)
+        if A_TMA:
+            # The copy engine fetches A's tile (rows past M read as zeros): no address math
+            # in registers, which the 256-row tiles need for the accumulators.
+            a = a_ptr.load([pid_m * BLOCK_M, k_start + i * BLOCK_K])
+        else:
+            a = tl.load(a_ptrs)
         w = tl.load(w_ptrs)
         # [group, k // 16, n % 16, k % 16] -> [group, n % 16, k // 16, k % 16] = [n, k]
         w = tl.reshape(w, (BLOCK_N // 16, BLOCK_K // 16, 16, 16))
@@ -162,18 +172,19 @@ def _fp8_gemm_preshuffled_kernel(
             a = _fp8_to_fp16_bits(a, FNUZ)
             w = _fp8_to_fp16_bits(w, FNUZ)
         if SWAP_AB:
-            # C^T = W A^T: the register-permuted W tile becomes wgmma's A operand, which can stay
-            # in registers instead of going back through shared memory. Triton does not apply
-            # max_num_imprecise_acc to that form (measured: fast-accumulation error), so the
-            # fp32 promotion is written out: a fresh tensor-core sum per BLOCK_K slice.
-            # NOTE: 128x64 tiles, M=256, 8192x8192: 41.7 us vs 51.9 us unswapped, same error
-            # (benchmarks/results/h100_diag_layout_4.txt).
-            acc_t += tl.dot(w, tl.trans(a))
-        elif UPCAST:
-            acc = tl.dot(a, tl.trans(w), acc)
-        else:
+            # C^T = W A^T: the register-permuted W tile becomes wgmma's A operand, which stays
+            # in registers instead of going back through shared memory (8192x8192, M=256,
+            # 128x64 tiles: 41.7 us vs 51.9 us; benchmarks/results/h100_diag_layout_4.txt).
+            # Triton does not promote this form (max_num_imprecise_acc is ignored with a register
+            # operand, and a written-out `acc += dot(..)` is folded back into one chain), so the
+            # launcher uses it only with fast accumulation.
+            acc_t = tl.dot(w, tl.trans(a), acc_t)
+        elif PROMOTE and not UPCAST:
             acc = tl.dot(a, tl.trans(w), acc, max_num_imprecise_acc=BLOCK_K)
-        a_ptrs += BLOCK_K
+        else:
+            acc = tl.dot(a, tl.trans(w), acc)
+        if not A_TMA:
+            a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K * 16
 
     if SWAP_AB:
@@ -269,6 +280,13 @@ def _arch_for(device: torch.device) -> str:
     return device_arch(device)
 
 
+@functools.lru_cache(maxsize=64)
+def _has_tma(device: torch.device) -> bool:
+    """The bulk tensor copy engine: NVIDIA sm_90+ (not the interpreter, not ROCm)."""
+    arch = _arch_for(device)
+    return arch.startswith("sm_") and int(arch[3:]) >= 90
+
+
 def launch(
     config: dict,
     A: torch.Tensor,
@@ -277,11 +295,13 @@ def launch(
     scale_b: torch.Tensor,
     bias: Optional[torch.Tensor],
     out_dtype: torch.dtype,
+    fast_accum: bool = False,
 ) -> torch.Tensor:
     """Run the kernel with ``config`` on validated inputs; returns a fresh ``[M, N]`` tensor.
 
-    Allocates only through the caching allocator and never synchronises, so it is safe under
-    CUDA-graph capture.
+    ``fast_accum`` drops the fp32 promotion of Hopper's wgmma sums (see "Accumulation" above);
+    it is what lets ``SWAP_AB`` configs run swapped. Allocates only through the caching
+    allocator and never synchronises, so it is safe under CUDA-graph capture.
     """
     M, K = A.shape
     N = B.shape[1]
@@ -297,12 +317,20 @@ def launch(
     if upcast:
         # The kernel decodes the bytes itself; Triton has no fp8e4b8 type on NVIDIA.
         A, w = A.view(torch.uint8), w.view(torch.uint8)
+    swap = bool(config.get("SWAP_AB", 0)) and fast_accum
+    a_arg = A
+    if config.get("A_TMA", 0) and _has_tma(A.device) and A.data_ptr() % 16 == 0:
+        # A host-built descriptor travels by value in the kernel's parameters: nothing to
+        # allocate or free, so graph capture and replay are unaffected.
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        a_arg = TensorDescriptor(A, [M, K], [K, 1], [BM, BK])
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
     target = out if SK == 1 else torch.empty((SK, M, N), dtype=torch.float32, device=A.device)
     grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN), SK)
     has_bias = bias is not None
     _fp8_gemm_preshuffled_kernel[grid](
-        A,
+        a_arg,
         w,
         scale_a,
         scale_b,
@@ -319,7 +347,9 @@ def launch(
         BLOCK_K=BK,
         SPLIT_K=SK,
         GROUP_M=config.get("GROUP_M", 8),
-        SWAP_AB=bool(config.get("SWAP_AB", 0)),
+        SWAP_AB=swap,
+        PROMOTE=not fast_accum,
+        A_TMA=a_arg is not A,
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
     )
@@ -342,10 +372,10 @@ def m_bucket(M: int) -> int:
     return min(4096, 1 << max(0, (int(M) - 1).bit_length()))
 
 
-def _cfg(bm, bn, bk, warps, stages, split_k=1, group_m=8, swap_ab=0) -> dict:
+def _cfg(bm, bn, bk, warps, stages, split_k=1, group_m=8, swap_ab=0, a_tma=0) -> dict:
     return {
-        "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_k,
-        "GROUP_M": group_m, "SWAP_AB": swap_ab, "num_warps": warps, "num_stages": stages,
+        "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_k, "GROUP_M": group_m,
+        "SWAP_AB": swap_ab, "A_TMA": a_tma, "num_warps": warps, "num_stages": stages,
     }
 
 
@@ -358,33 +388,39 @@ def _fits(cfg: dict, N: int, K: int) -> bool:
     return smem <= 200 * 1024
 
 
-def config_space(M: int, N: int, K: int) -> list[dict]:
-    """Candidate configs for an ``(M, N, K)`` problem (what the online tuner times)."""
+def config_space(M: int, N: int, K: int, fast_accum: bool = False) -> list[dict]:
+    """Candidate configs for an ``(M, N, K)`` problem (what the online tuner times).
+
+    Pruned to what won somewhere in the H100 sweeps (``benchmarks/results/h100_sweep_*.json``):
+    at most 72 configs at M <= 64 and 32 (64 with fast accumulation) above, so an online search
+    of one shape costs seconds of compiling and timing, not minutes.
+    """
     b = m_bucket(M)
     out = []
     if b <= 64:
-        for bm in ([16] if b <= 16 else [16, 32, 64]):
-            for bn in (16, 32, 64, 128):
-                for bk in (128, 256, 512):
-                    for stages in (3, 4, 6):
+        for bm in ([16] if b <= 16 else [16, 64]):
+            for bn in (32, 64, 128):
+                for bk in (128, 256):
+                    for stages in (3, 4):
                         for sk in (1, 2, 4):
                             out.append(_cfg(bm, bn, bk, 4, stages, sk))
     else:
-        for bm in (64, 128, 256):
-            for bn in (64, 128, 256):
-                for bk in (64, 128, 256):
-                    for warps in (4, 8):
-                        for stages in (2, 3, 4, 5):
-                            for swap in (0, 1):
-                                if bm * bn <= 128 * 256 and not (bm == 256 and warps == 4):
-                                    out.append(_cfg(bm, bn, bk, warps, stages, swap_ab=swap))
+        # A through TMA (a_tma=1) won or tied everywhere above M = 64; swapped (C^T = W A^T)
+        # tiles only run unpromoted, so only the fast-accumulation space has them.
+        for bm, bn, warps in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 64, 8), (128, 128, 8),
+                              (256, 64, 8), (256, 128, 8), (128, 256, 8)):
+            for bk in (128, 256):
+                for stages in (3, 4):
+                    for swap in ((0, 1) if fast_accum else (0,)):
+                        out.append(_cfg(bm, bn, bk, warps, stages, swap_ab=swap, a_tma=1))
     return [c for c in out if _fits(c, N, K)]
 
 
-def heuristic_config(M: int, N: int, K: int) -> dict:
-    """The config used without tuning, per (N, K, M bucket).
+def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False) -> dict:
+    """The config used without tuning, per (N, K, M bucket) and accumulation mode.
 
-    Read off the H100 sweep (``benchmarks/results/h100_sweep.json``; docs/triton.md):
+    Read off the H100 sweeps (``benchmarks/sweep_triton.py``; results in
+    ``benchmarks/results/h100_sweep_*.json``; docs/triton.md):
 
     - M <= 16, a pure weight stream: 16-row tiles, BLOCK_K 128, 4 stages; N tile 64 (128 for
       N > 8192); split-K until there are ~256 programs (two per SM), since bandwidth needs
@@ -392,9 +428,11 @@ def heuristic_config(M: int, N: int, K: int) -> dict:
     - M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles (32) up to
       N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above (BLOCK_K 256
       up to N = 16384, 128 beyond).
-    - M <= 256: 128 x 64 tiles, 8 warps, computed as C^T = W A^T (``SWAP_AB``); 4 warps, 3 stages,
-      unswapped for 8192 < N <= 16384; 128 x 128, 4 warps, 3 stages beyond.
-    - larger: 256 x 128 x 128, 8 warps, 3 stages (best of the sweep at M = 1024 and 4096).
+    - M <= 256, A through TMA. Promoted (default): 64 x 128 x 256 tiles on 4 warps up to
+      N = 8192 (several CTAs per SM hide the waits promotion adds), 128 x 128 x 256 up to 16384,
+      256 x 128 x 128 beyond. Fast accumulation: swapped tiles (C^T = W A^T), 64 x 64 on 4 warps
+      up to N = 8192, 128 x 128 up to 16384, 256 x 128 beyond.
+    - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped.
     """
     b = m_bucket(M)
     wide = N > 8192
@@ -412,14 +450,21 @@ def heuristic_config(M: int, N: int, K: int) -> dict:
         else:
             cfg = _cfg(64, 32, 256, 4, 4, split_k=2 if K >= 2 * N else 1)
     elif b <= 256:
-        if N > 16384:
-            cfg = _cfg(128, 128, 128, 4, 3)
+        if fast_accum:
+            if N > 16384:
+                cfg = _cfg(256, 128, 128, 8, 4, swap_ab=1, a_tma=1)
+            elif wide:
+                cfg = _cfg(128, 128, 128, 8, 4, swap_ab=1, a_tma=1)
+            else:
+                cfg = _cfg(64, 64, 128, 4, 4, swap_ab=1, a_tma=1)
+        elif N > 16384:
+            cfg = _cfg(256, 128, 128, 8, 4, a_tma=1)
         elif wide:
-            cfg = _cfg(128, 64, 128, 4, 3)
+            cfg = _cfg(128, 128, 256, 8, 3, a_tma=1)
         else:
-            cfg = _cfg(128, 64, 128, 8, 4, swap_ab=1)
+            cfg = _cfg(64, 128, 256, 4, 4, a_tma=1)
     else:
-        cfg = _cfg(256, 128, 128, 8, 3)
+        cfg = _cfg(256, 128, 128, 8, 4, swap_ab=1, a_tma=1) if fast_accum else _cfg(256, 128, 128, 8, 3, a_tma=1)
     return _shrink_to(cfg, N, K)
 
 

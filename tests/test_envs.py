@@ -63,3 +63,15 @@ def test_python_override_wins(monkeypatch):
 def test_unknown_override():
     with pytest.raises(KeyError, match="unknown hipbmm_inductor setting"):
         envs.set_override("HIPBMM_NOPE", 1)
+
+
+def test_python_override_of_a_choice_is_checked():
+    with pytest.raises(ValueError, match=r"HIPBMM_TRITON_ACCUMULATION='Fast': expected one of promoted, fast"):
+        envs.set_override("HIPBMM_TRITON_ACCUMULATION", "Fast")
+    assert envs.HIPBMM_TRITON_ACCUMULATION == "promoted"  # nothing was stored
+
+
+def test_bad_accumulation_mode_in_environment(monkeypatch):
+    monkeypatch.setenv("HIPBMM_TRITON_ACCUMULATION", "exact")
+    with pytest.raises(ValueError, match=r"HIPBMM_TRITON_ACCUMULATION='exact': expected one of promoted, fast"):
+        envs.HIPBMM_TRITON_ACCUMULATION

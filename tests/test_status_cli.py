@@ -19,6 +19,7 @@ def test_status_reports_every_backend():
         assert b.usable or b.reason, f"{b.name} unusable without a reason"
     assert "reference" in s.format()
     assert s.tuning_mode in ("off", "cache", "online") and f"tuning:   {s.tuning_mode}" in s.format()
+    assert f"triton:   {s.triton_accumulation} accumulation" in s.format()
 
 
 def test_info_json(capsys):

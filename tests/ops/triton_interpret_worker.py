@@ -53,7 +53,7 @@ def main(cases_path: str, out_path: str) -> None:
         return
 
     import hipbmm_inductor as hi
-    from hipbmm_inductor import tuning
+    from hipbmm_inductor import envs, tuning
     from hipbmm_inductor.ops import triton_fp8_gemm as T
 
     hi.set_backend("triton")
@@ -65,8 +65,14 @@ def main(cases_path: str, out_path: str) -> None:
         c = make_case(case["M"], case["N"], case["K"], getattr(torch, case["fp8"]), bias, seed=case["seed"])
         if case["path"] == "op":
             out = hi.hipb_mm_fp8(*c.args)
+        elif case["path"] == "op_fast":
+            envs.set_override("HIPBMM_TRITON_ACCUMULATION", "fast")
+            try:
+                out = hi.hipb_mm_fp8(*c.args)
+            finally:
+                envs.set_override("HIPBMM_TRITON_ACCUMULATION", None)
         elif case["path"] == "config":
-            out = T.launch(case["config"], *c.args)
+            out = T.launch(case["config"], *c.args, fast_accum=case.get("fast_accum", False))
         elif case["path"] == "upcast":
             T.native_fp8 = lambda *a: False
             try:
