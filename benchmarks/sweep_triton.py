@@ -85,8 +85,10 @@ def main() -> None:
     p.add_argument("--m", default="1,16,64,256,1024,4096")
     p.add_argument("--budget-s", type=float, default=300)
     p.add_argument("--out", default="sweep.json")
-    p.add_argument("--precise", type=int, default=0, help="PROMOTE: 0 none, 1 every BLOCK_K, n every n steps")
+    p.add_argument("--precise", type=int, default=0, help="1: promoted accumulation (vs use_fast_accum=False); 0: fast (vs use_fast_accum=True)")
     p.add_argument("--no-host", action="store_true", help="skip the host-overhead measurement")
+    p.add_argument("--space", choices=("sweep", "production"), default="sweep",
+                   help="'production': the tuner's config_space (with the sm_90 Gluon configs where they run)")
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
@@ -109,23 +111,32 @@ def main() -> None:
                                                          out_dtype=torch.bfloat16, use_fast_accum=fast),
                               n, target_ms=0.5, repeats=5)
             ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
-            heur = T.heuristic_config(M, N, K)
+            heur = T.heuristic_config(M, N, K, not args.precise)
             rows = []
-            for cfg in candidates(M, N, K, args.precise) + [heur]:
-                pr = cfg.get("PROMOTE", args.precise)
+            if args.space == "production":
+                hopper = T.hopper_path(dev, torch.float8_e4m3fn)
+                fast_mode = not args.precise
+                space = T.config_space(M, N, K, fast_mode, hopper)
+                heur = T.heuristic_config(M, N, K, fast_mode, hopper)
+            else:
+                space = candidates(M, N, K, args.precise)
+            for cfg in space + ([heur] if heur not in space else []):
+                pr = bool(args.precise)
                 try:
                     out = T.launch(cfg, sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b, None, torch.bfloat16,
-                                   precise=pr).float()
+                                   fast_accum=not pr).float()
                     err = ((out - ref).norm() / ref.norm()).item()
                     if not err < 1e-2:
                         print("  BAD", cfg, err, flush=True)
                         continue
                     us = time_graph(lambda i: T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b,
-                                                       None, torch.bfloat16, precise=pr),
+                                                       None, torch.bfloat16, fast_accum=not pr),
                                     n, target_ms=0.5, repeats=5)
                     rows.append((us, cfg))
                 except Exception as e:  # out of resources etc.: skip the config, say why
                     print("  FAIL", cfg, type(e).__name__, str(e)[:120], flush=True)
+            if T._hopper_failed:
+                raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             rows.sort(key=lambda r: r[0])
             heur_us = next(us for us, c in rows if c == heur) if any(c == heur for _, c in rows) else float("nan")
             floor = (M * K + N * K + 2 * M * N) / bw * 1e6

@@ -23,16 +23,16 @@ from .registry import Availability, register_backend
 __all__ = ["TritonBackend", "KERNEL_VERSION"]
 
 # Part of the tuning key: bump when the kernel changes so that cached configs are re-tuned.
-KERNEL_VERSION = "preshuffled-v3"
+KERNEL_VERSION = "preshuffled-v3"  # v3: accumulation modes, A via TMA, the Gluon sm_90 kernel
 
 
 @functools.lru_cache(maxsize=None)
-def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False) -> dict:
+def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
     from .triton_fp8_gemm import heuristic_config
 
-    # Memoised: the heuristic is pure in (M bucket, N, K, mode), and M=1 decode calls are
-    # host-bound, so every microsecond of Python on this path shows up in the step time.
-    return heuristic_config(bucket, N, K, fast_accum)
+    # Memoised: the heuristic is pure in (M bucket, N, K, mode, device kind), and M=1 decode
+    # calls are host-bound, so every microsecond of Python on this path shows up in the step time.
+    return heuristic_config(bucket, N, K, fast_accum, hopper)
 
 
 class TritonBackend:
@@ -83,15 +83,16 @@ class TritonBackend:
     def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
         from hipbmm_inductor import tuning
 
-        from .triton_fp8_gemm import config_space, launch, m_bucket
+        from .triton_fp8_gemm import config_space, hopper_path, launch, m_bucket
 
         M, K = A.shape
         N = B.shape[1]
         fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"
+        hopper = A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
         config = tuning.choose(
             "triton", A, B, scale_a, scale_b, bias, out_dtype,
-            default=_heuristic(m_bucket(M), N, K, fast),
-            candidates=lambda: config_space(M, N, K, fast),
+            default=_heuristic(m_bucket(M), N, K, fast, hopper),
+            candidates=lambda: config_space(M, N, K, fast, hopper),
             run=functools.partial(launch, fast_accum=fast),
             # The mode changes numerics and the best config: tuned separately.
             extra_key=f"{KERNEL_VERSION}/{'fast' if fast else 'promoted'}",

@@ -52,11 +52,14 @@ the products and fp32 sums are then the same; it only runs at fp16 tensor-core s
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+
+log = logging.getLogger("hipbmm_inductor")
 
 __all__ = [
     "CONFIG_KEYS",
@@ -68,7 +71,7 @@ __all__ = [
 ]
 
 CONFIG_KEYS = (
-    "BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "GROUP_M", "SWAP_AB", "A_TMA", "num_warps", "num_stages",
+    "BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "GROUP_M", "SWAP_AB", "A_TMA", "HOPPER", "num_warps", "num_stages",
 )
 
 
@@ -287,6 +290,26 @@ def _has_tma(device: torch.device) -> bool:
     return arch.startswith("sm_") and int(arch[3:]) >= 90
 
 
+@functools.lru_cache(maxsize=64)
+def hopper_path(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the Gluon kernel of :mod:`.triton_fp8_hopper` (``HOPPER`` configs) can run here:
+    sm_90 (``wgmma``), ``float8_e4m3fn``, and a Triton with Gluon's warp specialisation."""
+    if device.type != "cuda" or dtype != torch.float8_e4m3fn or _arch_for(device) != "sm_90":
+        return False
+    if device in _hopper_failed:
+        return False
+    try:
+        from . import triton_fp8_hopper  # noqa: F401
+    except ImportError:  # an older Triton without triton.experimental.gluon
+        return False
+    return True
+
+
+# Devices where the Gluon kernel failed to compile or launch once: Gluon is experimental, and an
+# API change in a newer Triton must cost speed, not the backend (logged once per device).
+_hopper_failed: set = set()
+
+
 def launch(
     config: dict,
     A: torch.Tensor,
@@ -305,6 +328,28 @@ def launch(
     """
     M, K = A.shape
     N = B.shape[1]
+    if config.get("HOPPER", 0):
+        from . import triton_fp8_hopper as hopper
+
+        if not hopper_path(A.device, A.dtype):
+            where = _arch_for(A.device) if A.device.type == "cuda" else A.device.type
+            raise ValueError(
+                f"triton config {config}: HOPPER configs need an sm_90 GPU and float8_e4m3fn inputs "
+                f"(got {where}, {A.dtype})"
+            )
+        if hopper.supports(A, B):
+            try:
+                return hopper.launch(config, A, B, scale_a, scale_b, bias, out_dtype)
+            except ValueError:
+                raise
+            except Exception as e:  # noqa: BLE001 - see _hopper_failed
+                _hopper_failed.add(A.device)
+                hopper_path.cache_clear()
+                log.warning("hipbmm_inductor: the sm_90 Gluon kernel failed on %s (%s: %s); using the "
+                            "portable Triton kernel from now on", A.device, type(e).__name__, str(e)[:300])
+        # A view that TMA cannot address (not 16-byte aligned), or the Gluon kernel failed: the
+        # portable kernel, promoted too.
+        config = heuristic_config(M, N, K, fast_accum)
     BM, BN, BK, SK = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)
     if K % (BK * SK) != 0 or BK % 32 != 0 or BN % 16 != 0:
         raise ValueError(
@@ -372,11 +417,16 @@ def m_bucket(M: int) -> int:
     return min(4096, 1 << max(0, (int(M) - 1).bit_length()))
 
 
-def _cfg(bm, bn, bk, warps, stages, split_k=1, group_m=8, swap_ab=0, a_tma=0) -> dict:
+def _cfg(bm, bn, bk, warps, stages, split_k=1, group_m=8, swap_ab=0, a_tma=0, hopper=0) -> dict:
     return {
         "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_k, "GROUP_M": group_m,
-        "SWAP_AB": swap_ab, "A_TMA": a_tma, "num_warps": warps, "num_stages": stages,
+        "SWAP_AB": swap_ab, "A_TMA": a_tma, "HOPPER": hopper, "num_warps": warps, "num_stages": stages,
     }
+
+
+def _hopper_cfg(bm, bn, bk, stages) -> dict:
+    # num_warps is per consumer warpgroup (the kernel adds the second consumer and the copy warps).
+    return _cfg(bm, bn, bk, 4, stages, a_tma=1, hopper=1)
 
 
 def _fits(cfg: dict, N: int, K: int) -> bool:
@@ -388,12 +438,13 @@ def _fits(cfg: dict, N: int, K: int) -> bool:
     return smem <= 200 * 1024
 
 
-def config_space(M: int, N: int, K: int, fast_accum: bool = False) -> list[dict]:
+def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> list[dict]:
     """Candidate configs for an ``(M, N, K)`` problem (what the online tuner times).
 
-    Pruned to what won somewhere in the H100 sweeps (``benchmarks/results/h100_sweep_*.json``):
-    at most 72 configs at M <= 64 and 32 (64 with fast accumulation) above, so an online search
-    of one shape costs seconds of compiling and timing, not minutes.
+    ``hopper``: the device runs :mod:`.triton_fp8_hopper` (:func:`hopper_path`); its configs
+    join the promoted space above M = 16. Pruned to what won somewhere in the H100 sweeps
+    (``benchmarks/results/h100_sweep_*.json``): at most ~100 configs per shape, so an online
+    search costs seconds of compiling and timing, not minutes.
     """
     b = m_bucket(M)
     out = []
@@ -404,7 +455,7 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False) -> list[dict]
                     for stages in (3, 4):
                         for sk in (1, 2, 4):
                             out.append(_cfg(bm, bn, bk, 4, stages, sk))
-    else:
+    elif not (hopper and not fast_accum):
         # A through TMA (a_tma=1) won or tied everywhere above M = 64; swapped (C^T = W A^T)
         # tiles only run unpromoted, so only the fast-accumulation space has them.
         for bm, bn, warps in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 64, 8), (128, 128, 8),
@@ -413,11 +464,18 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False) -> list[dict]
                 for stages in (3, 4):
                     for swap in ((0, 1) if fast_accum else (0,)):
                         out.append(_cfg(bm, bn, bk, warps, stages, swap_ab=swap, a_tma=1))
+    if hopper and not fast_accum and b > 16:
+        # The warp-specialised Gluon kernel beat every portable config here once promoted.
+        for bm in (64, 128):
+            for bn in (64, 128):
+                for bk in (128, 256):
+                    for stages in (2, 3, 4):
+                        out.append(_hopper_cfg(bm, bn, bk, stages))
     return [c for c in out if _fits(c, N, K)]
 
 
-def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False) -> dict:
-    """The config used without tuning, per (N, K, M bucket) and accumulation mode.
+def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
+    """The config used without tuning, per (N, K, M bucket), accumulation mode and device.
 
     Read off the H100 sweeps (``benchmarks/sweep_triton.py``; results in
     ``benchmarks/results/h100_sweep_*.json``; docs/triton.md):
@@ -425,13 +483,17 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False) -> dict:
     - M <= 16, a pure weight stream: 16-row tiles, BLOCK_K 128, 4 stages; N tile 64 (128 for
       N > 8192); split-K until there are ~256 programs (two per SM), since bandwidth needs
       bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at N = 4096.
-    - M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles (32) up to
-      N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above (BLOCK_K 256
-      up to N = 16384, 128 beyond).
-    - M <= 256, A through TMA. Promoted (default): 64 x 128 x 256 tiles on 4 warps up to
-      N = 8192 (several CTAs per SM hide the waits promotion adds), 128 x 128 x 256 up to 16384,
-      256 x 128 x 128 beyond. Fast accumulation: swapped tiles (C^T = W A^T), 64 x 64 on 4 warps
-      up to N = 8192, 128 x 128 up to 16384, 256 x 128 beyond.
+    - Promoted on sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, BLOCK_K 256
+      (promotion every 128 products; ``benchmarks/results/h100_sweep_hopper.json``). Up to
+      M = 64: 64 x 64 x 4 stages up to N = 8192, 64 x 128 x 3 beyond (but the portable 64-row
+      tile below for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128:
+      64 x 64 to N = 4096, 64 x 128 to 8192, 128 x 128 x 3 beyond. Up to M = 256: 128 x 64 x 4
+      stages to N = 4096, 128 x 128 x 3 beyond, and above M = 256.
+    - Elsewhere, M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles
+      (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above.
+    - M <= 256, A through TMA. Promoted: 64 x 128 x 256 tiles on 4 warps up to N = 8192,
+      128 x 128 x 256 up to 16384, 256 x 128 x 128 beyond. Fast accumulation: swapped tiles
+      (C^T = W A^T), 64 x 64 on 4 warps up to N = 8192, 128 x 128 up to 16384, 256 x 128 beyond.
     - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped.
     """
     b = m_bucket(M)
@@ -441,8 +503,24 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False) -> dict:
         split_k = 1
         while split_k < 4 and (N // bn) * split_k * 2 <= 256 + (N // bn) // 2:
             split_k *= 2
-        cfg = _cfg(16, bn, 128, 4, 4, split_k=split_k)
-    elif b <= 64:
+        return _shrink_to(_cfg(16, bn, 128, 4, 4, split_k=split_k), N, K)
+    if hopper and not fast_accum and K % 128 == 0 and not (b <= 64 and N > 16384 and K <= 4096):
+        bk = 256 if K % 256 == 0 else 128
+        if b <= 64:
+            cfg = _hopper_cfg(64, 128, bk, 3) if N > 8192 else _hopper_cfg(64, 64, bk, 4)
+        elif b <= 128:
+            if N <= 4096:
+                cfg = _hopper_cfg(64, 64, bk, 4)
+            elif N <= 8192:
+                cfg = _hopper_cfg(64, 128, bk, 4)
+            else:
+                cfg = _hopper_cfg(128, 128, bk, 3)
+        elif b <= 256 and N <= 4096:
+            cfg = _hopper_cfg(128, 64, bk, 4)
+        else:
+            cfg = _hopper_cfg(128, 128, bk, 3)
+        return cfg
+    if b <= 64:
         if N > 16384:
             cfg = _cfg(64, 128, 128, 4, 3)
         elif wide:

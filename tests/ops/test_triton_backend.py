@@ -38,6 +38,12 @@ triton = pytest.importorskip("triton")
 T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
 from hipbmm_inductor.ops.triton_backend import TritonBackend  # noqa: E402
 
+try:  # Gluon (triton.experimental.gluon): the sm_90 kernel's language; older Tritons lack it.
+    from hipbmm_inductor.ops import triton_fp8_hopper as H
+except ImportError:
+    H = None
+needs_gluon = pytest.mark.skipif(H is None, reason="this Triton has no triton.experimental.gluon")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 has_gpu = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not has_gpu, reason="needs a CUDA/ROCm GPU")
@@ -148,13 +154,18 @@ def test_interpreted_kernel_matches_reference(interpreted, case):
 dims = st.tuples(st.integers(1, 8192), st.integers(1, 4096).map(lambda x: 16 * x), st.integers(1, 1024).map(lambda x: 32 * x))
 
 
-@given(dims, st.booleans())
-def test_heuristic_and_space_are_launchable(mnk, fast):
+@given(dims, st.booleans(), st.booleans())
+def test_heuristic_and_space_are_launchable(mnk, fast, hopper):
     M, N, K = mnk
-    for cfg in [T.heuristic_config(M, N, K, fast), *T.config_space(M, N, K, fast)]:
+    for cfg in [T.heuristic_config(M, N, K, fast, hopper), *T.config_space(M, N, K, fast, hopper)]:
         assert set(cfg) == set(T.CONFIG_KEYS)
         assert cfg["BLOCK_K"] % 32 == 0 and cfg["BLOCK_N"] % 16 == 0, cfg
         assert K % (cfg["BLOCK_K"] * cfg["SPLIT_K"]) == 0, (cfg, K)
+        if cfg["HOPPER"]:
+            # Only where asked for, only promoted, and only shapes the Gluon kernel takes.
+            assert hopper and not fast and M > 16, (cfg, M, fast, hopper)
+            if H is not None:
+                H.check_config(cfg, K)
         json.dumps(cfg)  # the tuner stores configs as JSON
 
 
@@ -164,15 +175,51 @@ def test_heuristic_in_config_space_for_suite_shapes():
     for N, K in [(6144, 4096), (4096, 14336), (28672, 4096), (10240, 8192), (8192, 28672)]:
         for M in (1, 16, 64, 256, 1024, 4096):
             for fast in (False, True):
-                assert T.heuristic_config(M, N, K, fast) in T.config_space(M, N, K, fast), (M, N, K, fast)
+                for hopper in (False, True):
+                    assert T.heuristic_config(M, N, K, fast, hopper) in T.config_space(M, N, K, fast, hopper), (
+                        M, N, K, fast, hopper)
             # Promoted configs never ask for the swapped form (Triton cannot promote it).
-            assert not any(c["SWAP_AB"] for c in T.config_space(M, N, K)), (M, N, K)
+            assert not any(c["SWAP_AB"] for c in T.config_space(M, N, K) + T.config_space(M, N, K, hopper=True))
 
 
 def test_launch_rejects_bad_config():
     c = make_case(4, 32, 96, bias_dtype=None)
     with pytest.raises(ValueError, match="K % \\(BLOCK_K \\* SPLIT_K\\) == 0"):
         T.launch(T._cfg(16, 32, 64, 4, 2), *c.args)
+
+
+def test_hopper_config_refused_off_sm90():
+    c = make_case(20, 64, 256, bias_dtype=None)
+    with pytest.raises(ValueError, match="HOPPER configs need an sm_90 GPU and float8_e4m3fn"):
+        T.launch(T._hopper_cfg(64, 64, 128, 2), *c.args)
+    assert not T.hopper_path(torch.device("cpu"), torch.float8_e4m3fn)
+
+
+@needs_gluon
+@pytest.mark.parametrize("bm,bn,bk,stages", [(128, 128, 256, 3), (64, 64, 256, 4), (128, 64, 128, 4)])
+def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
+    """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
+    wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
+    spills (a spill of the accumulators would cost more than the kernel saves)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    layout = "NVMMASharedLayout(swizzle_byte_width={}, element_bitwidth=8, rank=2, transposed=False, fp4_padded=False, cga_layout=[])"
+    sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{layout.format(128)}>",
+           "w_desc": f"tensordesc<fp8e4nv[{bn // 16}, {16 * bk}],{layout.format(0)}>",
+           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16", "c_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32"}
+    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8)
+    sig.update({k: "constexpr" for k in const})
+    src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 5, 7, 8)})
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+    ptx = ck.asm["ptx"]
+    assert ptx.count("wgmma.mma_async") >= 2 and "cp.async.bulk.tensor" in ptx and "setmaxnreg" in ptx
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if os.path.exists(cuobjdump):
+        cubin = tmp_path / "k.cubin"
+        cubin.write_bytes(ck.asm["cubin"])
+        usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(cubin)], capture_output=True, text=True).stdout
+        assert re.search(r"STACK:0 SHARED:\d+ LOCAL:0", usage), f"the kernel spills to local memory: {usage}"
 
 
 def test_m_bucket():
@@ -254,6 +301,55 @@ def test_gpu_explicit_configs(config):
     # M = 200: a ragged last M block, which TMA fills with zeros and the store masks out.
     c = make_case(200, 512, 1024, torch.float8_e4m3fn, torch.bfloat16, device="cuda", seed=3)
     assert_close_to_truth(T.launch(config, *c.args), c, str(config))
+
+
+@pytest.mark.gpu
+@gpu
+@needs_gluon
+@pytest.mark.parametrize("config", [T._hopper_cfg(64, 64, 256, 4), T._hopper_cfg(128, 64, 256, 4),
+                                    T._hopper_cfg(128, 128, 256, 3), T._hopper_cfg(64, 128, 128, 2),
+                                    T._hopper_cfg(128, 128, 128, 4)],
+                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x128x128"])
+@pytest.mark.parametrize("M,N", [(17, 80), (200, 512), (333, 1040)])
+def test_gpu_hopper_kernel(config, M, N):
+    """The sm_90 Gluon kernel: ragged M and N blocks (TMA reads zeros past the edges, the store
+    masks them), both bias dtypes; error within the promoted (fp32) bound."""
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    bias = torch.bfloat16 if M % 2 else torch.float32
+    c = make_case(M, N, 1024, torch.float8_e4m3fn, bias, device="cuda", seed=M + N)
+    assert_close_to_truth(T.launch(config, *c.args), c, f"{config} M={M} N={N}")
+
+
+@pytest.mark.gpu
+@gpu
+@needs_gluon
+def test_gpu_hopper_falls_back_on_misaligned_a_and_on_failure(monkeypatch, caplog):
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    cfg = T._hopper_cfg(64, 64, 256, 4)
+    c = make_case(40, 256, 512, torch.float8_e4m3fn, torch.bfloat16, device="cuda", seed=11)
+    # A view 8 bytes into its storage: TMA cannot address it; the portable kernel serves it.
+    store = torch.empty(c.A.numel() + 8, dtype=torch.uint8, device="cuda")
+    A = store[8:].view(torch.float8_e4m3fn).view(c.A.shape)
+    A.copy_(c.A)
+    assert A.data_ptr() % 16 == 8
+    out = T.launch(cfg, A, *c.args[1:])
+    assert_close_to_truth(out, c, "misaligned A")
+    # A Gluon failure (say, an API change in a newer Triton) costs speed, never the answer.
+    def boom(*a, **k):
+        raise RuntimeError("gluon broke")
+
+    monkeypatch.setattr(H, "launch", boom)
+    try:
+        with caplog.at_level("WARNING", logger="hipbmm_inductor"):
+            out = T.launch(cfg, *c.args)
+        assert_close_to_truth(out, c, "after a Gluon failure")
+        assert "Gluon kernel failed" in caplog.text and "gluon broke" in caplog.text
+        assert not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn)
+    finally:
+        T._hopper_failed.clear()
+        T.hopper_path.cache_clear()
 
 
 def _rel_err(out: torch.Tensor, truth: torch.Tensor) -> float:

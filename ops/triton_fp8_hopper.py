@@ -1,0 +1,202 @@
+"""Hopper (sm_90) path of the Triton backend, written in Gluon: promoted FP8 GEMM on the
+preshuffled weight with no register permute.
+
+What it computes: the same as :mod:`.triton_fp8_gemm` (the op's contract), with the fp32
+promotion of the tensor cores' partial sums every ``BLOCK_K / 2`` (128) products, so its error
+sits at the bf16 rounding floor like ``torch._scaled_mm(use_fast_accum=False)``.
+
+Why a second kernel. Two costs kept the portable kernel at ~0.7x of cuBLASLt above M = 64 with
+promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
+
+1. The layout. ``W[n, k]`` of a 16-row group lives at ``(k // 16) * 256 + (n % 16) * 16 +
+   k % 16`` inside that group's run of ``16 K`` bytes. Read through Triton's generic path, the
+   tile must be permuted in registers and written back to shared memory for ``wgmma``. But
+   that layout already is ``wgmma``'s *no-swizzle K-major* operand layout: a core matrix is 8
+   rows of 16 bytes, contiguous (``n`` at a 16-byte stride), and a TMA copy of the ``[BLOCK_N /
+   16, 16 BLOCK_K]`` block of the ``[N / 16, 16 K]`` view, which Triton splits into 256-byte-wide
+   messages stacked outermost, lands as ``offset = (k // 16) * 16 BLOCK_N + n * 16 + k % 16``:
+   core matrices ``n // 8`` at a 128-byte stride, K chunks at ``16 BLOCK_N``. A
+   ``SharedLinearLayout`` that says so lets ``wgmma`` read the tile where TMA put it.
+2. Promotion. Adding each chain of ``wgmma`` into an fp32 accumulator needs the chain finished
+   (a wait) and a pass of adds; in one instruction stream the tensor cores idle meanwhile.
+   Here the work is warp-specialised: one warp issues TMA copies into a ``STAGES``-deep ring
+   (``ready`` / ``empty`` mbarriers), and each of one or two consumer warpgroups owns 64 rows
+   of the tile. A consumer issues two 128-product chains per stage into fresh sums, adds the
+   first while the second runs, and releases the stage; the two consumers drift out of phase,
+   so one's adds overlap the other's tensor-core work.
+
+Limits (checked by :func:`supports`): sm_90 only (``wgmma`` does not exist elsewhere),
+``float8_e4m3fn`` (Hopper's fp8 tensor cores; ``fnuz`` is widened by the portable kernel),
+16-byte-aligned A and W, ``K % BLOCK_K == 0``. Rows of A past M and rows of W past N read as
+zeros (TMA) and are masked at the store.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mbarrier as ampere_mbarrier
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton.runtime.jit import constexpr_function
+
+__all__ = ["launch", "supports"]
+
+_ROWS_PER_CONSUMER = 64  # wgmma's M per warpgroup
+
+
+@constexpr_function
+def _w_tile_layout(block_n, block_k):
+    """Shared-memory offset -> (n, k) of a ``[block_n, block_k]`` W tile as TMA lands it:
+    ``offset = (k // 16) * 16 block_n + n * 16 + k % 16`` (see the module docstring)."""
+    bases = [[0, 1 << i] for i in range(4)]
+    bases += [[1 << i, 0] for i in range(block_n.bit_length() - 1)]
+    bases += [[0, 16 << i] for i in range((block_k // 16).bit_length() - 1)]
+    return gl.SharedLinearLayout(offset_bases=bases)
+
+
+@gluon.jit
+def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    nbytes: gl.constexpr = (BLOCK_M + BLOCK_N) * BLOCK_K
+    for i in range(K // BLOCK_K):
+        s = i % STAGES
+        # A fresh mbarrier counts its (never completed) phase -1 as done: the first round of
+        # the ring passes without waiting.
+        mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
+        mbarrier.expect(ready.index(s), nbytes)
+        tma.async_copy_global_to_shared(a_desc, [off_m, i * BLOCK_K], ready.index(s), a_smem.index(s))
+        tma.async_copy_global_to_shared(w_desc, [off_n // 16, i * BLOCK_K * 16], ready.index(s), w_smem.index(s))
+
+
+@gluon.jit
+def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
+              PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+              BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, BLOCK_N, 32])
+    HALF: gl.constexpr = BLOCK_K // 2  # the promotion interval, in products
+    W_HALF: gl.constexpr = _w_tile_layout(BLOCK_N, HALF)
+    acc = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    for i in range(K // BLOCK_K):
+        s = i % STAGES
+        mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+        a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
+        ws = w_smem.index(s)
+        # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
+        # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
+        w0 = ws.slice(0, 16 * HALF, dim=1)._reinterpret(ws.dtype, [BLOCK_N, HALF], W_HALF).permute((1, 0))
+        w1 = ws.slice(16 * HALF, 16 * HALF, dim=1)._reinterpret(ws.dtype, [BLOCK_N, HALF], W_HALF).permute((1, 0))
+        p0 = warpgroup_mma(a.slice(0, HALF, dim=1), w0, zero, use_acc=False, is_async=True)
+        p1 = warpgroup_mma(a.slice(HALF, HALF, dim=1), w1, zero, use_acc=False, is_async=True)
+        p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
+        acc = acc + p0  # runs while p1's chain is on the tensor cores
+        p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
+        ampere_mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
+        acc = acc + p1
+
+    offs_m = off_m + PART * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, mma_layout))
+    offs_n = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_layout))
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    sa = gl.load(sa_ptr + offs_m, mask=mask_m, other=0.0)
+    sb = gl.load(sb_ptr + offs_n, mask=mask_n, other=0.0)
+    # Same order as the reference: (acc * scale_a) * scale_b + bias, in fp32, one rounding.
+    out = acc * gl.expand_dims(sa, 1) * gl.expand_dims(sb, 0)
+    if HAS_BIAS:
+        out = out + gl.expand_dims(gl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(gl.float32), 0)
+    c_ptrs = c_ptr + gl.expand_dims(offs_m.to(gl.int64), 1) * N + gl.expand_dims(offs_n, 0)
+    gl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=gl.expand_dims(mask_m, 1) & gl.expand_dims(mask_n, 0))
+
+
+@gluon.jit
+def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K,
+                            HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                            BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+    pid = gl.program_id(0)
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    # Grouped order, as in the portable kernel: GROUP_M row blocks sweep N together (L2 reuse).
+    group = GROUP_M * num_pid_n
+    first_m = (pid // group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    off_m = (first_m + ((pid % group) % group_m)) * BLOCK_M
+    off_n = ((pid % group) // group_m) * BLOCK_N
+
+    a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
+    w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BLOCK_N // 16, 16 * BLOCK_K], w_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for j in gl.static_range(STAGES):
+        mbarrier.init(ready.index(j), count=1)
+        mbarrier.init(empty.index(j), count=BLOCK_M // 64)  # one arrival per consumer
+    ROWS: gl.constexpr = 64
+    # 232 registers per consumer thread (two 64-row warpgroups), 40 for the copy warps: within
+    # the 64K registers of an SM, and room for the accumulator plus two fresh sums.
+    if BLOCK_M == 128:
+        gl.warp_specialize([
+            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
+                         0, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
+            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
+                         1, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
+            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES)),
+        ], [4, 4], [232, 40])
+    else:
+        gl.warp_specialize([
+            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
+                         0, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
+            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES)),
+        ], [4], [40])
+
+
+# --------------------------------------------------------------------------------------------
+# The launcher
+# --------------------------------------------------------------------------------------------
+
+_A_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
+_W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
+
+
+def check_config(config: dict, K: int) -> None:
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    if bm not in (64, 128) or bn not in (64, 128) or bk not in (128, 256) or K % bk != 0:
+        raise ValueError(
+            f"hopper config {config}: needs BLOCK_M and BLOCK_N in (64, 128), BLOCK_K in (128, 256) "
+            f"and K % BLOCK_K == 0 (K={K})"
+        )
+
+
+def supports(A: torch.Tensor, B: torch.Tensor) -> bool:
+    """Whether these operands can take this path (the device was checked by the caller)."""
+    return A.dtype == torch.float8_e4m3fn and A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0
+
+
+def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
+           bias: Optional[torch.Tensor], out_dtype: torch.dtype) -> torch.Tensor:
+    """Run the kernel (sm_90, :func:`supports` true); returns a fresh ``[M, N]`` tensor.
+
+    Host-built TMA descriptors travel by value in the kernel parameters, and the output comes
+    from the caching allocator: safe under CUDA-graph capture.
+    """
+    M, K = A.shape
+    N = B.shape[1]
+    check_config(config, K)
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
+    a_desc = TensorDescriptor(A, [M, K], [K, 1], [bm, bk], _A_LAYOUT)
+    w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [bn // 16, 16 * bk], _W_LAYOUT)
+    out = torch.empty((M, N), dtype=out_dtype, device=A.device)
+    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+    _fp8_gemm_hopper_kernel[grid](
+        a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, out, M, N, K,
+        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), num_warps=4,
+    )
+    return out
