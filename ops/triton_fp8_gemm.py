@@ -296,7 +296,7 @@ def hopper_path(device: torch.device, dtype: torch.dtype) -> bool:
     sm_90 (``wgmma``), ``float8_e4m3fn``, and a Triton with Gluon's warp specialisation."""
     if device.type != "cuda" or dtype != torch.float8_e4m3fn or _arch_for(device) != "sm_90":
         return False
-    if device in _hopper_failed:
+    if _device_index(device) in _hopper_failed:
         return False
     try:
         from . import triton_fp8_hopper  # noqa: F401
@@ -308,6 +308,11 @@ def hopper_path(device: torch.device, dtype: torch.dtype) -> bool:
 # Devices where the Gluon kernel failed to compile or launch once: Gluon is experimental, and an
 # API change in a newer Triton must cost speed, not the backend (logged once per device).
 _hopper_failed: set = set()
+
+
+def _device_index(device: torch.device) -> int:
+    # "cuda" and "cuda:0" name the same GPU when 0 is current.
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def launch(
@@ -343,7 +348,7 @@ def launch(
             except ValueError:
                 raise
             except Exception as e:  # noqa: BLE001 - see _hopper_failed
-                _hopper_failed.add(A.device)
+                _hopper_failed.add(_device_index(A.device))
                 hopper_path.cache_clear()
                 log.warning("hipbmm_inductor: the sm_90 Gluon kernel failed on %s (%s: %s); using the "
                             "portable Triton kernel from now on", A.device, type(e).__name__, str(e)[:300])
@@ -467,8 +472,8 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
     if hopper and not fast_accum and b > 16:
         # The warp-specialised Gluon kernel beat every portable config here once promoted.
         for bm in (64, 128):
-            for bn in (64, 128):
-                for bk in (128, 256):
+            for bn in (64, 128, 256):
+                for bk in ((128, 256) if bn <= 128 else (128,)):
                     for stages in (2, 3, 4):
                         out.append(_hopper_cfg(bm, bn, bk, stages))
     return [c for c in out if _fits(c, N, K)]
@@ -483,17 +488,18 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     - M <= 16, a pure weight stream: 16-row tiles, BLOCK_K 128, 4 stages; N tile 64 (128 for
       N > 8192); split-K until there are ~256 programs (two per SM), since bandwidth needs
       bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at N = 4096.
-    - Promoted on sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, BLOCK_K 256
-      (promotion every 128 products; ``benchmarks/results/h100_sweep_hopper.json``). Up to
-      M = 64: 64 x 64 x 4 stages up to N = 8192, 64 x 128 x 3 beyond (but the portable 64-row
-      tile below for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128:
-      64 x 64 to N = 4096, 64 x 128 to 8192, 128 x 128 x 3 beyond. Up to M = 256: 128 x 64 x 4
-      stages to N = 4096, 128 x 128 x 3 beyond, and above M = 256.
+    - Promoted on sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every
+      128 products (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 64 x 256,
+      4 stages, up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
+      for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128: 64 x 64 to
+      N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
+      128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 beyond. Above: 128 x 256 x 128, 3 stages
+      (a 128 x 256 tile halves the L2 traffic per FLOP of 128 x 128, which caps it at ~0.75x).
     - Elsewhere, M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles
       (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above.
     - M <= 256, A through TMA. Promoted: 64 x 128 x 256 tiles on 4 warps up to N = 8192,
       128 x 128 x 256 up to 16384, 256 x 128 x 128 beyond. Fast accumulation: swapped tiles
-      (C^T = W A^T), 64 x 64 on 4 warps up to N = 8192, 128 x 128 up to 16384, 256 x 128 beyond.
+      (C^T = W A^T), 64 x 64 on 4 warps below N = 8192, 128 x 128 up to 16384, 256 x 128 beyond.
     - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped.
     """
     b = m_bucket(M)
@@ -513,12 +519,19 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
                 cfg = _hopper_cfg(64, 64, bk, 4)
             elif N <= 8192:
                 cfg = _hopper_cfg(64, 128, bk, 4)
-            else:
+            elif N <= 16384:
                 cfg = _hopper_cfg(128, 128, bk, 3)
-        elif b <= 256 and N <= 4096:
-            cfg = _hopper_cfg(128, 64, bk, 4)
+            else:
+                cfg = _hopper_cfg(128, 256, 128, 3)
+        elif b <= 256:
+            if N <= 4096:
+                cfg = _hopper_cfg(128, 64, bk, 4)
+            elif N <= 8192:
+                cfg = _hopper_cfg(128, 128, bk, 3)
+            else:
+                cfg = _hopper_cfg(128, 256, 128, 4)
         else:
-            cfg = _hopper_cfg(128, 128, bk, 3)
+            cfg = _hopper_cfg(128, 256, 128, 3)
         return cfg
     if b <= 64:
         if N > 16384:
@@ -531,7 +544,7 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
         if fast_accum:
             if N > 16384:
                 cfg = _cfg(256, 128, 128, 8, 4, swap_ab=1, a_tma=1)
-            elif wide:
+            elif N >= 8192:
                 cfg = _cfg(128, 128, 128, 8, 4, swap_ab=1, a_tma=1)
             else:
                 cfg = _cfg(64, 64, 128, 4, 4, swap_ab=1, a_tma=1)

@@ -61,8 +61,10 @@ def _w_tile_layout(block_n, block_k):
 
 @gluon.jit
 def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+              N_PARTS: gl.constexpr):
     nbytes: gl.constexpr = (BLOCK_M + BLOCK_N) * BLOCK_K
+    GROUPS: gl.constexpr = BLOCK_N // N_PARTS // 16  # 16-row groups per W box
     for i in range(K // BLOCK_K):
         s = i % STAGES
         # A fresh mbarrier counts its (never completed) phase -1 as done: the first round of
@@ -70,13 +72,34 @@ def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
         mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
         mbarrier.expect(ready.index(s), nbytes)
         tma.async_copy_global_to_shared(a_desc, [off_m, i * BLOCK_K], ready.index(s), a_smem.index(s))
-        tma.async_copy_global_to_shared(w_desc, [off_n // 16, i * BLOCK_K * 16], ready.index(s), w_smem.index(s))
+        for h in gl.static_range(N_PARTS):
+            tma.async_copy_global_to_shared(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
+                                            w_smem.index(s * N_PARTS + h))
+
+
+@gluon.jit
+def _store(acc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m, off_n, HAS_BIAS: gl.constexpr):
+    layout: gl.constexpr = acc.type.layout
+    offs_m = off_m + gl.arange(0, acc.shape[0], layout=gl.SliceLayout(1, layout))
+    offs_n = off_n + gl.arange(0, acc.shape[1], layout=gl.SliceLayout(0, layout))
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    sa = gl.load(sa_ptr + offs_m, mask=mask_m, other=0.0)
+    sb = gl.load(sb_ptr + offs_n, mask=mask_n, other=0.0)
+    # Same order as the reference: (acc * scale_a) * scale_b + bias, in fp32, one rounding.
+    out = acc * gl.expand_dims(sa, 1) * gl.expand_dims(sb, 0)
+    if HAS_BIAS:
+        out = out + gl.expand_dims(gl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(gl.float32), 0)
+    c_ptrs = c_ptr + gl.expand_dims(offs_m.to(gl.int64), 1) * N + gl.expand_dims(offs_n, 0)
+    gl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=gl.expand_dims(mask_m, 1) & gl.expand_dims(mask_n, 0))
 
 
 @gluon.jit
 def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
               PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
               BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+    """BLOCK_N <= 128: two 128-product chains per stage, the second running while the first
+    is added into the accumulator."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
     HALF: gl.constexpr = BLOCK_K // 2  # the promotion interval, in products
@@ -99,19 +122,37 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, 
         p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
         ampere_mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
         acc = acc + p1
+    _store(acc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n, HAS_BIAS)
 
-    offs_m = off_m + PART * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, mma_layout))
-    offs_n = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_layout))
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    sa = gl.load(sa_ptr + offs_m, mask=mask_m, other=0.0)
-    sb = gl.load(sb_ptr + offs_n, mask=mask_n, other=0.0)
-    # Same order as the reference: (acc * scale_a) * scale_b + bias, in fp32, one rounding.
-    out = acc * gl.expand_dims(sa, 1) * gl.expand_dims(sb, 0)
-    if HAS_BIAS:
-        out = out + gl.expand_dims(gl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(gl.float32), 0)
-    c_ptrs = c_ptr + gl.expand_dims(offs_m.to(gl.int64), 1) * N + gl.expand_dims(offs_n, 0)
-    gl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=gl.expand_dims(mask_m, 1) & gl.expand_dims(mask_n, 0))
+
+@gluon.jit
+def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
+                   PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_K: gl.constexpr,
+                   STAGES: gl.constexpr):
+    """BLOCK_N = 256 as two 128-column halves, one chain of BLOCK_K (128) products each per stage:
+    a 64 x 256 accumulator plus one fresh 64 x 128 sum fits the register budget (two fresh sums
+    would not), and the 128 x 256 tile halves the L2 traffic per FLOP of 128 x 128."""
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, 128, 32])
+    W_TILE: gl.constexpr = _w_tile_layout(128, BLOCK_K)
+    acc0 = gl.zeros([ROWS, 128], gl.float32, mma_layout)
+    acc1 = gl.zeros([ROWS, 128], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, 128], gl.float32, mma_layout)
+    for i in range(K // BLOCK_K):
+        s = i % STAGES
+        mbarrier.wait(ready.index(s), (i // STAGES) & 1)
+        a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
+        w0 = w_smem.index(2 * s)._reinterpret(w_smem.dtype, [128, BLOCK_K], W_TILE).permute((1, 0))
+        w1 = w_smem.index(2 * s + 1)._reinterpret(w_smem.dtype, [128, BLOCK_K], W_TILE).permute((1, 0))
+        p = warpgroup_mma(a, w0, zero, use_acc=False, is_async=True)
+        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+        acc0 = acc0 + p
+        p = warpgroup_mma(a, w1, zero, use_acc=False, is_async=True)
+        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+        ampere_mbarrier.arrive(empty.index(s))
+        acc1 = acc1 + p
+    _store(acc0, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n, HAS_BIAS)
+    _store(acc1, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n + 128, HAS_BIAS)
 
 
 @gluon.jit
@@ -128,31 +169,51 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, 
     off_m = (first_m + ((pid % group) % group_m)) * BLOCK_M
     off_n = ((pid % group) // group_m) * BLOCK_N
 
+    N_PARTS: gl.constexpr = BLOCK_N // 128 if BLOCK_N > 128 else 1  # W boxes per stage
     a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
-    w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BLOCK_N // 16, 16 * BLOCK_K], w_desc.layout)
+    w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, BLOCK_N // N_PARTS // 16, 16 * BLOCK_K],
+                                       w_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for j in gl.static_range(STAGES):
         mbarrier.init(ready.index(j), count=1)
         mbarrier.init(empty.index(j), count=BLOCK_M // 64)  # one arrival per consumer
     ROWS: gl.constexpr = 64
-    # 232 registers per consumer thread (two 64-row warpgroups), 40 for the copy warps: within
-    # the 64K registers of an SM, and room for the accumulator plus two fresh sums.
-    if BLOCK_M == 128:
+    # 232 registers per consumer thread (one or two 64-row warpgroups), 40 for the copy warps:
+    # within the 64K registers of an SM, and room for the accumulator plus the fresh sums.
+    # (Gluon takes the partitions as literal (function, args) pairs, hence the four spellings.)
+    if N_PARTS == 2:
+        if BLOCK_M == 128:
+            gl.warp_specialize([
+                (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
+                                  off_n, 0, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
+                (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
+                                  off_n, 1, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
+                (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
+                             BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
+            ], [4, 4], [232, 40])
+        else:
+            gl.warp_specialize([
+                (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
+                                  off_n, 0, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
+                (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
+                             BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
+            ], [4], [40])
+    elif BLOCK_M == 128:
         gl.warp_specialize([
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
                          0, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
                          1, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
             (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES)),
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
         ], [4, 4], [232, 40])
     else:
         gl.warp_specialize([
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
                          0, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
             (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES)),
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
         ], [4], [40])
 
 
@@ -166,10 +227,11 @@ _W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=
 
 def check_config(config: dict, K: int) -> None:
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
-    if bm not in (64, 128) or bn not in (64, 128) or bk not in (128, 256) or K % bk != 0:
+    ok = bm in (64, 128) and ((bn in (64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128))
+    if not ok or K % bk != 0:
         raise ValueError(
-            f"hopper config {config}: needs BLOCK_M and BLOCK_N in (64, 128), BLOCK_K in (128, 256) "
-            f"and K % BLOCK_K == 0 (K={K})"
+            f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (64, 128) with BLOCK_K in "
+            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128, and K % BLOCK_K == 0 (K={K})"
         )
 
 
@@ -191,7 +253,8 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
     a_desc = TensorDescriptor(A, [M, K], [K, 1], [bm, bk], _A_LAYOUT)
-    w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [bn // 16, 16 * bk], _W_LAYOUT)
+    box_rows = min(bn, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
+    w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [box_rows // 16, 16 * bk], _W_LAYOUT)
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
     _fp8_gemm_hopper_kernel[grid](

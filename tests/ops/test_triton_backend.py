@@ -196,7 +196,7 @@ def test_hopper_config_refused_off_sm90():
 
 
 @needs_gluon
-@pytest.mark.parametrize("bm,bn,bk,stages", [(128, 128, 256, 3), (64, 64, 256, 4), (128, 64, 128, 4)])
+@pytest.mark.parametrize("bm,bn,bk,stages", [(128, 128, 256, 3), (64, 64, 256, 4), (128, 64, 128, 4), (128, 256, 128, 4)])
 def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
     """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
     wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
@@ -308,8 +308,8 @@ def test_gpu_explicit_configs(config):
 @needs_gluon
 @pytest.mark.parametrize("config", [T._hopper_cfg(64, 64, 256, 4), T._hopper_cfg(128, 64, 256, 4),
                                     T._hopper_cfg(128, 128, 256, 3), T._hopper_cfg(64, 128, 128, 2),
-                                    T._hopper_cfg(128, 128, 128, 4)],
-                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x128x128"])
+                                    T._hopper_cfg(128, 256, 128, 4), T._hopper_cfg(64, 256, 128, 3)],
+                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x256x128"])
 @pytest.mark.parametrize("M,N", [(17, 80), (200, 512), (333, 1040)])
 def test_gpu_hopper_kernel(config, M, N):
     """The sm_90 Gluon kernel: ragged M and N blocks (TMA reads zeros past the edges, the store
