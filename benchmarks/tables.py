@@ -13,6 +13,8 @@ import sys
 def main(path: str) -> None:
     r = json.load(open(path))
     recs = r["records"]
+    print(f"{r['device']}, torch {r['torch']}, triton {r['triton']}; accumulation "
+          f"{r.get('accumulation', 'promoted')}; baseline: {r.get('baseline', 'torch._scaled_mm rowwise')}")
     shapes = list(dict.fromkeys((x["N"], x["K"]) for x in recs))
     ms = sorted({x["M"] for x in recs})
 
@@ -31,9 +33,14 @@ def main(path: str) -> None:
     table("With bias (bf16), speedup:", ms, lambda x: f"x{x['speedup']:.2f}", bias=True)
     table("Fraction of the memory floor at M <= 64 (no bias):", [m for m in ms if m <= 64],
           lambda x: f"{100 * x['floor_fraction']:.0f}% ({x['floor_us']:.1f} us)")
-    table("Plain launches, us, ours / _scaled_mm, no bias:", ms,
-          lambda x: f"{x['ours_plain_us']:.0f} / {x['baseline_plain_us']:.0f}")
-    table("bf16 F.linear, us (CUDA graphs, no bias):", ms, lambda x: f"{x['linear_bf16_us']:.1f}")
+    plain = all(x.get("ours_plain_us") is not None for x in recs)
+    if plain:
+        table("Plain launches, us, ours / _scaled_mm, no bias:", ms,
+              lambda x: f"{x['ours_plain_us']:.0f} / {x['baseline_plain_us']:.0f}")
+    if all(x.get("linear_bf16_us") is not None for x in recs if not x["bias"]):
+        table("bf16 F.linear, us (CUDA graphs, no bias):", ms, lambda x: f"{x['linear_bf16_us']:.1f}")
+        wins = sum(x["ours_us"] < x["linear_bf16_us"] for x in recs if not x["bias"])
+        print(f"\nours faster than bf16 F.linear at {wins} of {sum(1 for x in recs if not x['bias'])} points")
 
     def gm(xs):
         return math.exp(sum(map(math.log, xs)) / len(xs))
@@ -45,8 +52,8 @@ def main(path: str) -> None:
           f"(min x{min(x['speedup'] for x in recs if x['M'] <= 64):.3f}); "
           f"M=256 x{gm([x['speedup'] for x in recs if x['M'] == 256]):.3f}; "
           f"M>=1024 x{gm([x['speedup'] for x in recs if x['M'] >= 1024]):.3f}; "
-          f"points < 0.9: {sum(x['speedup'] < 0.9 for x in recs)} of {len(recs)}; "
-          f"plain geomean x{gm([x['baseline_plain_us'] / x['ours_plain_us'] for x in recs]):.3f}")
+          f"points < 0.9: {sum(x['speedup'] < 0.9 for x in recs)} of {len(recs)}"
+          + (f"; plain geomean x{gm([x['baseline_plain_us'] / x['ours_plain_us'] for x in recs]):.3f}" if plain else ""))
     small = [x for x in recs if x["M"] <= 64]
     print(f"M<=64 floor fraction: mean {sum(x['floor_fraction'] for x in small) / len(small):.2f}, "
           f">= 75%: {sum(x['floor_fraction'] >= 0.75 for x in small if not x['bias'])} of "

@@ -117,7 +117,9 @@ class FP8MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def _median_ms(fn, x, iters: int) -> float:
+def _median_ms(fn, x, iters: int, calls: int = 10) -> float:
+    """Median over ``iters`` samples of the mean time of ``calls`` back-to-back calls: one
+    synchronisation per sample, so the numbers track throughput rather than launch jitter."""
     for _ in range(3):  # CUDA-graph trees record on the second or third call: keep that out
         fn(x)
     times = []
@@ -125,10 +127,11 @@ def _median_ms(fn, x, iters: int) -> float:
         if x.is_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn(x)
+        for _ in range(calls if x.is_cuda else 1):
+            fn(x)
         if x.is_cuda:
             torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((time.perf_counter() - t0) * 1e3 / (calls if x.is_cuda else 1))
     return statistics.median(times)
 
 

@@ -469,8 +469,9 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
                 for stages in (3, 4):
                     for swap in ((0, 1) if fast_accum else (0,)):
                         out.append(_cfg(bm, bn, bk, warps, stages, swap_ab=swap, a_tma=1))
-    if hopper and not fast_accum and b > 16:
-        # The warp-specialised Gluon kernel beat every portable config here once promoted.
+    if hopper and b > 16:
+        # The warp-specialised Gluon kernel beat every portable config here once promoted, and
+        # many unpromoted ones at M <= 256 (it promotes regardless: never less exact than asked).
         for bm in (64, 128):
             for bn in (64, 128, 256):
                 for bk in ((128, 256) if bn <= 128 else (128,)):
@@ -488,8 +489,9 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     - M <= 16, a pure weight stream: 16-row tiles, BLOCK_K 128, 4 stages; N tile 64 (128 for
       N > 8192); split-K until there are ~256 programs (two per SM), since bandwidth needs
       bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at N = 4096.
-    - Promoted on sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every
-      128 products (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 64 x 256,
+    - On sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every 128
+      products (with fast accumulation too, up to M = 128 and at M = 256 for N <= 4096 or
+      K > 8192, where it beats the unpromoted portable kernel) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 64 x 256,
       4 stages, up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
       for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128: 64 x 64 to
       N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
@@ -510,7 +512,12 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
         while split_k < 4 and (N // bn) * split_k * 2 <= 256 + (N // bn) // 2:
             split_k *= 2
         return _shrink_to(_cfg(16, bn, 128, 4, 4, split_k=split_k), N, K)
-    if hopper and not fast_accum and K % 128 == 0 and not (b <= 64 and N > 16384 and K <= 4096):
+    use_hopper = hopper and K % 128 == 0 and not (b <= 64 and N > 16384 and K <= 4096)
+    if fast_accum:
+        # Unpromoted, the portable swapped tiles win above M = 128 except on narrow or deep
+        # weights (h100_suite.json vs h100_suite_fast.json, M = 256).
+        use_hopper = use_hopper and (b <= 128 or (b <= 256 and (N <= 4096 or K > 8192)))
+    if use_hopper:
         bk = 256 if K % 256 == 0 else 128
         if b <= 64:
             cfg = _hopper_cfg(64, 128, bk, 3) if N > 8192 else _hopper_cfg(64, 64, bk, 4)
