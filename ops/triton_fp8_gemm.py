@@ -23,9 +23,11 @@ registers with a reshape/permute, and feeds ``tl.trans(w)`` to ``tl.dot``: K-con
 ``wgmma`` wants for both operands. No unshuffle pass, no copy of the weight.
 
 Accumulation is fp32. On Hopper, fp8 ``wgmma`` keeps its running sum in a reduced-precision
-accumulator; ``max_num_imprecise_acc=BLOCK_K`` makes Triton promote it into the fp32 accumulator
-after every ``BLOCK_K`` slice, which is what cuBLASLt's non-"fast accumulation" mode does and what
-the reference backend's fp32 math assumes.
+accumulator inside one instruction chain. With ``fast_accum=False`` (``promoted``, the default)
+``max_num_imprecise_acc=BLOCK_K`` makes Triton add each ``BLOCK_K`` slice into the fp32
+accumulator, as cuBLASLt does without "fast accumulation"; with ``fast_accum=True`` the chain runs
+the whole K loop, as vLLM's CUTLASS kernels do (docs/triton.md, "Accumulation", has the measured
+errors). ``mma.sync`` (16-row tiles), AMD's MFMA and the interpreter are exact either way.
 
 Two regimes, one kernel, picked by the config:
 
@@ -36,11 +38,15 @@ Two regimes, one kernel, picked by the config:
   ``SPLIT_K > 1`` divides K among programs when N alone does not give enough of them; the
   partial sums then meet in an fp32 workspace and a second small kernel reduces them in a fixed
   order and applies the epilogue.
-- large M: compute-bound tiles (128 x 64 at M <= 256, else 256 x 128 x 128 with 8 warps),
-  grouped program order so that consecutive programs share A rows and W panels in L2.
+- large M: compute-bound tiles, A through a TMA descriptor on sm_90+ (``A_TMA``), grouped
+  program order so that consecutive programs share A rows and W panels in L2; with fast
+  accumulation, computed as C^T = W A^T (``SWAP_AB``).
 
-The config space and a heuristic per (N, K, M bucket) are at the bottom; the launcher takes any
-config dict from that space, so the online tuner (:mod:`hipbmm_inductor.tuning`) can time them.
+On sm_90, ``HOPPER`` configs route to :mod:`.triton_fp8_hopper` (Gluon: TMA straight into
+``wgmma``'s operand layout, warp-specialised promotion), which the heuristic picks above M = 16.
+The config space and a heuristic per (N, K, M bucket, mode, device) are at the bottom; the
+launcher takes any config dict from that space, so the online tuner
+(:mod:`hipbmm_inductor.tuning`) can time them.
 
 FP8 flavours: where the hardware has fp8 tensor cores for the input's flavour (NVIDIA sm_89+ and
 gfx950 for ``float8_e4m3fn``, gfx942 for ``float8_e4m3fnuz``) the kernel feeds fp8 straight to
