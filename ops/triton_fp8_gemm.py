@@ -304,11 +304,31 @@ def hopper_path(device: torch.device, dtype: torch.dtype) -> bool:
         return False
     if _device_index(device) in _hopper_failed:
         return False
+    if not gluon_validated(triton.__version__):
+        log.info("hipbmm_inductor: the sm_90 Gluon kernel is validated on Triton %s only (this is %s); "
+                 "using the portable kernel", "/".join(GLUON_VALIDATED), triton.__version__)
+        return False
     try:
         from . import triton_fp8_hopper  # noqa: F401
     except ImportError:  # an older Triton without triton.experimental.gluon
         return False
     return True
+
+
+# Triton versions on which the sm_90 Gluon kernel ran the GPU tests (tests/ops, H100). Gluon is
+# experimental: an API change fails loudly (and falls back), but a changed layout convention
+# could compute wrong numbers, so a new version is enabled only after its GPU run.
+# Triton 3.9 compiles the kernel (the CPU test checks it) but has not run it on a GPU.
+GLUON_VALIDATED = ("3.6",)
+
+
+def gluon_validated(version: str) -> bool:
+    return any(version == v or version.startswith(v + ".") for v in GLUON_VALIDATED)
+
+
+def _hopper_supports(A: torch.Tensor, B: torch.Tensor) -> bool:
+    # TMA addresses 16-byte-aligned bases only.
+    return A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0
 
 
 # Devices where the Gluon kernel failed to compile or launch once: Gluon is experimental, and an
@@ -340,15 +360,16 @@ def launch(
     M, K = A.shape
     N = B.shape[1]
     if config.get("HOPPER", 0):
-        from . import triton_fp8_hopper as hopper
-
-        if not hopper_path(A.device, A.dtype):
+        sm90 = A.device.type == "cuda" and _arch_for(A.device) == "sm_90"
+        if not sm90 or A.dtype != torch.float8_e4m3fn:
             where = _arch_for(A.device) if A.device.type == "cuda" else A.device.type
             raise ValueError(
                 f"triton config {config}: HOPPER configs need an sm_90 GPU and float8_e4m3fn inputs "
                 f"(got {where}, {A.dtype})"
             )
-        if hopper.supports(A, B):
+        if hopper_path(A.device, A.dtype) and _hopper_supports(A, B):
+            from . import triton_fp8_hopper as hopper
+
             try:
                 return hopper.launch(config, A, B, scale_a, scale_b, bias, out_dtype)
             except ValueError:
@@ -358,8 +379,8 @@ def launch(
                 hopper_path.cache_clear()
                 log.warning("hipbmm_inductor: the sm_90 Gluon kernel failed on %s (%s: %s); using the "
                             "portable Triton kernel from now on", A.device, type(e).__name__, str(e)[:300])
-        # A view that TMA cannot address (not 16-byte aligned), or the Gluon kernel failed: the
-        # portable kernel, promoted too.
+        # The Gluon kernel is not usable here (an unvalidated Triton, a failure above, a view TMA
+        # cannot address, e.g. a tuned config cached elsewhere): the portable kernel, promoted too.
         config = heuristic_config(M, N, K, fast_accum)
     BM, BN, BK, SK = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)
     if K % (BK * SK) != 0 or BK % 32 != 0 or BN % 16 != 0:

@@ -25,7 +25,7 @@ promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
    first while the second runs, and releases the stage; the two consumers drift out of phase,
    so one's adds overlap the other's tensor-core work.
 
-Limits (checked by :func:`supports`): sm_90 only (``wgmma`` does not exist elsewhere),
+Limits (checked by the caller, :func:`.triton_fp8_gemm.launch`): sm_90 only (``wgmma`` does not exist elsewhere),
 ``float8_e4m3fn`` (Hopper's fp8 tensor cores; ``fnuz`` is widened by the portable kernel),
 16-byte-aligned A and W, ``K % BLOCK_K == 0``. Rows of A past M and rows of W past N read as
 zeros (TMA) and are masked at the store.
@@ -44,7 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import constexpr_function
 
-__all__ = ["launch", "supports"]
+__all__ = ["launch", "check_config"]
 
 _ROWS_PER_CONSUMER = 64  # wgmma's M per warpgroup
 
@@ -59,6 +59,24 @@ def _w_tile_layout(block_n, block_k):
     return gl.SharedLinearLayout(offset_bases=bases)
 
 
+# Gluon is experimental and renames things between releases (Triton 3.6 -> 3.9: tma's
+# async_copy_global_to_shared became async_load, shared_memory_descriptor._reinterpret became
+# reinterpret). JIT code names functions and methods literally: bind the ones this Triton has.
+_tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
+
+if hasattr(gl.shared_memory_descriptor, "reinterpret"):
+
+    @gluon.jit
+    def _as_w_tile(buf, rows: gl.constexpr, cols: gl.constexpr, layout: gl.constexpr):
+        return buf.reinterpret(buf.dtype, [rows, cols], layout).permute((1, 0))
+
+else:
+
+    @gluon.jit
+    def _as_w_tile(buf, rows: gl.constexpr, cols: gl.constexpr, layout: gl.constexpr):
+        return buf._reinterpret(buf.dtype, [rows, cols], layout).permute((1, 0))
+
+
 @gluon.jit
 def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
@@ -71,9 +89,9 @@ def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
         # the ring passes without waiting.
         mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
         mbarrier.expect(ready.index(s), nbytes)
-        tma.async_copy_global_to_shared(a_desc, [off_m, i * BLOCK_K], ready.index(s), a_smem.index(s))
+        _tma_load(a_desc, [off_m, i * BLOCK_K], ready.index(s), a_smem.index(s))
         for h in gl.static_range(N_PARTS):
-            tma.async_copy_global_to_shared(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
+            _tma_load(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
                                             w_smem.index(s * N_PARTS + h))
 
 
@@ -113,8 +131,8 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, 
         ws = w_smem.index(s)
         # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
         # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
-        w0 = ws.slice(0, 16 * HALF, dim=1)._reinterpret(ws.dtype, [BLOCK_N, HALF], W_HALF).permute((1, 0))
-        w1 = ws.slice(16 * HALF, 16 * HALF, dim=1)._reinterpret(ws.dtype, [BLOCK_N, HALF], W_HALF).permute((1, 0))
+        w0 = _as_w_tile(ws.slice(0, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
+        w1 = _as_w_tile(ws.slice(16 * HALF, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
         p0 = warpgroup_mma(a.slice(0, HALF, dim=1), w0, zero, use_acc=False, is_async=True)
         p1 = warpgroup_mma(a.slice(HALF, HALF, dim=1), w1, zero, use_acc=False, is_async=True)
         p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
@@ -142,8 +160,8 @@ def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr
         s = i % STAGES
         mbarrier.wait(ready.index(s), (i // STAGES) & 1)
         a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
-        w0 = w_smem.index(2 * s)._reinterpret(w_smem.dtype, [128, BLOCK_K], W_TILE).permute((1, 0))
-        w1 = w_smem.index(2 * s + 1)._reinterpret(w_smem.dtype, [128, BLOCK_K], W_TILE).permute((1, 0))
+        w0 = _as_w_tile(w_smem.index(2 * s), 128, BLOCK_K, W_TILE)
+        w1 = _as_w_tile(w_smem.index(2 * s + 1), 128, BLOCK_K, W_TILE)
         p = warpgroup_mma(a, w0, zero, use_acc=False, is_async=True)
         p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
         acc0 = acc0 + p
@@ -235,14 +253,9 @@ def check_config(config: dict, K: int) -> None:
         )
 
 
-def supports(A: torch.Tensor, B: torch.Tensor) -> bool:
-    """Whether these operands can take this path (the device was checked by the caller)."""
-    return A.dtype == torch.float8_e4m3fn and A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0
-
-
 def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
            bias: Optional[torch.Tensor], out_dtype: torch.dtype) -> torch.Tensor:
-    """Run the kernel (sm_90, :func:`supports` true); returns a fresh ``[M, N]`` tensor.
+    """Run the kernel (sm_90, e4m3fn, 16-byte-aligned A and B); returns a fresh ``[M, N]`` tensor.
 
     Host-built TMA descriptors travel by value in the kernel parameters, and the output comes
     from the caching allocator: safe under CUDA-graph capture.
