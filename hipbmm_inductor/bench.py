@@ -364,7 +364,7 @@ def plot(result: dict, path: str) -> None:
         ax2.plot(m, [r["speedup"] for r in rs], "-o", color=color, label=f"{N}x{K}")
     ax1.set(xscale="log", yscale="log", xlabel="M (tokens)", ylabel="TFLOP/s",
             title=f"{result['device']}: hipb_mm_fp8 ({result['backend']}, {result.get('accumulation', 'promoted')} "
-                  f"accumulation, solid) vs _scaled_mm (dashed)")
+                  f"accumulation, solid)\nvs _scaled_mm (dashed)")
     ax2.axhline(1.0, color="k", lw=0.8)
     ax2.axhline(1.2, color="g", lw=0.8, ls=":")
     ax2.axhline(0.9, color="r", lw=0.8, ls=":")
