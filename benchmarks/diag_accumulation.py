@@ -8,6 +8,10 @@ the error of ``torch._scaled_mm`` rowwise (the vendor baseline, with ``use_fast_
 and True) and of the Triton kernel with and without promotion, against an exact reference
 (fp8 values are exact in fp64; products and sums in fp64, then the scales).
 
+The committed ``results/h100_accumulation.json`` also has rows "promoted every 128/256/512/1024
+products": they came from a throwaway build of the portable kernel that promoted every n
+``BLOCK_K`` slices by hand (removed: it was slower, docs/triton.md "Accumulation").
+
     python benchmarks/diag_accumulation.py --out accumulation.json
 """
 
@@ -49,11 +53,15 @@ def main() -> None:
             "torch._scaled_mm use_fast_accum=True": torch._scaled_mm(
                 A, W.t(), sa, sb, out_dtype=torch.bfloat16, use_fast_accum=True),
         }
-        cfg = T.heuristic_config(M, N, K)
-        for promote in (0, 1, 2, 4, 8):
-            name = "unpromoted" if promote == 0 else f"promoted every {promote * 128} products"
-            outs[f"triton {name}"] = T.launch(
-                dict(cfg, BLOCK_K=128, SWAP_AB=0), A, B, sa, sb, None, torch.bfloat16, precise=promote)
+        hopper = T.hopper_path(dev, torch.float8_e4m3fn)
+        portable = T.heuristic_config(M, N, K)
+        outs["triton portable, promoted every BLOCK_K"] = T.launch(portable, A, B, sa, sb, None, torch.bfloat16)
+        outs["triton portable, unpromoted (fast)"] = T.launch(
+            T.heuristic_config(M, N, K, fast_accum=True), A, B, sa, sb, None, torch.bfloat16, fast_accum=True)
+        if hopper and M > 16:
+            outs["triton sm_90 Gluon kernel (promoted)"] = T.launch(
+                T.heuristic_config(M, N, K, hopper=True), A, B, sa, sb, None, torch.bfloat16)
+        cfg = portable
         rec = {"M": M, "N": N, "K": K, "config": cfg, "rel_err": {k: err(v) for k, v in outs.items()}}
         rows.append(rec)
         print(f"M={M} N={N} K={K}", flush=True)

@@ -22,9 +22,10 @@ from hipbmm_inductor.bench import _make_sets, copy_bandwidth, time_graph
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 
 
-def candidates(M: int, N: int, K: int, precise: int = 0) -> list[dict]:
+def candidates(M: int, N: int, K: int, promoted: bool = True) -> list[dict]:
+    """The first sessions' hand-written search spaces (``--space sweep``)."""
     c = T._cfg
-    if precise and M > 64:
+    if promoted and M > 64:
         # Promotion (Triton's, every BLOCK_K products) makes each step wait for its wgmma: a
         # BLOCK_K of 256 halves the waits; several CTAs per SM (4-warp tiles) may hide them.
         tiles = [(64, 128, 4), (128, 64, 4), (64, 256, 4), (128, 128, 8), (128, 256, 8), (256, 128, 8),
@@ -85,7 +86,8 @@ def main() -> None:
     p.add_argument("--m", default="1,16,64,256,1024,4096")
     p.add_argument("--budget-s", type=float, default=300)
     p.add_argument("--out", default="sweep.json")
-    p.add_argument("--precise", type=int, default=0, help="1: promoted accumulation (vs use_fast_accum=False); 0: fast (vs use_fast_accum=True)")
+    p.add_argument("--accumulation", choices=("promoted", "fast"), default="promoted",
+                   help="the kernel's accumulation; the baseline runs in the same mode (use_fast_accum)")
     p.add_argument("--no-host", action="store_true", help="skip the host-overhead measurement")
     p.add_argument("--space", choices=("sweep", "production"), default="sweep",
                    help="'production': the tuner's config_space (with the sm_90 Gluon configs where they run)")
@@ -96,7 +98,7 @@ def main() -> None:
     bw = copy_bandwidth(dev)
     print(f"{torch.cuda.get_device_name()} copy {bw / 1e12:.2f} TB/s", flush=True)
     result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_TBps": bw / 1e12,
-              "precise": args.precise,
+              "accumulation": args.accumulation,
               "host_overhead_us": None if args.no_host else host_overhead(dev), "points": []}
     t0 = time.time()
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")]
@@ -106,31 +108,29 @@ def main() -> None:
                 break
             sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
             n = len(sets)
-            fast = not args.precise  # compare like with like: the vendor's fast accumulation, or not
+            fast = args.accumulation == "fast"  # like with like: the vendor's fast accumulation, or not
             base = time_graph(lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
                                                          out_dtype=torch.bfloat16, use_fast_accum=fast),
                               n, target_ms=0.5, repeats=5)
             ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
-            heur = T.heuristic_config(M, N, K, not args.precise)
+            heur = T.heuristic_config(M, N, K, fast)
             rows = []
             if args.space == "production":
                 hopper = T.hopper_path(dev, torch.float8_e4m3fn)
-                fast_mode = not args.precise
-                space = T.config_space(M, N, K, fast_mode, hopper)
-                heur = T.heuristic_config(M, N, K, fast_mode, hopper)
+                space = T.config_space(M, N, K, fast, hopper)
+                heur = T.heuristic_config(M, N, K, fast, hopper)
             else:
-                space = candidates(M, N, K, args.precise)
+                space = candidates(M, N, K, not fast)
             for cfg in space + ([heur] if heur not in space else []):
-                pr = bool(args.precise)
                 try:
                     out = T.launch(cfg, sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b, None, torch.bfloat16,
-                                   fast_accum=not pr).float()
+                                   fast_accum=fast).float()
                     err = ((out - ref).norm() / ref.norm()).item()
                     if not err < 1e-2:
                         print("  BAD", cfg, err, flush=True)
                         continue
                     us = time_graph(lambda i: T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b,
-                                                       None, torch.bfloat16, fast_accum=not pr),
+                                                       None, torch.bfloat16, fast_accum=fast),
                                     n, target_ms=0.5, repeats=5)
                     rows.append((us, cfg))
                 except Exception as e:  # out of resources etc.: skip the config, say why

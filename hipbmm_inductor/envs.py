@@ -8,7 +8,7 @@ value set from Python wins over the environment.
 |---|---|---|---|
 | ``HIPBMM_BACKEND`` | ``auto`` | ``hipbmm_inductor.set_backend(name)`` | ``auto``, ``reference``, ``triton`` or ``aiter``: the backend behind ``hipb_mm_fp8``. ``auto`` picks the best usable one for the device; a named one that cannot run fails with the reason. Naming one also opts the compiler pass in on every device. |
 | ``HIPBMM_LOWERING`` | ``1`` | ``hipbmm_inductor.enable()`` / ``disable()`` | ``0`` turns the Inductor rewrite off. |
-| ``HIPBMM_TRITON_ACCUMULATION`` | ``promoted`` | ``envs.set_override("HIPBMM_TRITON_ACCUMULATION", "fast")`` | Triton backend on Hopper: ``promoted`` adds the fp8 tensor cores' partial sums into an fp32 accumulator every 128 products (error at the bf16 floor, as ``torch._scaled_mm`` by default); ``fast`` lets them accumulate in the tensor cores' reduced precision (as vLLM's CUTLASS kernels and ``use_fast_accum=True`` do: 1.3x to 2.8x the error at K = 4096 to 28672, and faster for some large-M shapes: docs/triton.md). Same results on other GPUs. |
+| ``HIPBMM_TRITON_ACCUMULATION`` | ``promoted`` | ``envs.set_override("HIPBMM_TRITON_ACCUMULATION", "fast")`` | Triton backend on Hopper: ``promoted`` adds the fp8 tensor cores' partial sums into an fp32 accumulator every 64 to 256 products, depending on the tile (error within 1.01x of the bf16 rounding floor, as ``torch._scaled_mm`` by default); ``fast`` lets them accumulate in the tensor cores' reduced precision (as vLLM's CUTLASS kernels and ``use_fast_accum=True`` do: 1.3x to 2.8x the error at K = 4096 to 28672, and faster for some large-M shapes: docs/triton.md). Same results on other GPUs. |
 | ``HIPBMM_TUNING`` | ``cache`` | ``hipbmm_inductor.tuning.set_mode(mode)`` | ``off`` (heuristic only), ``cache`` (use tuned results, never benchmark), ``online`` (tune on a miss, outside graph capture and tracing). |
 | ``HIPBMM_TUNING_CACHE`` | user cache dir | ``hipbmm_inductor.tuning.set_cache_dir(path)`` | Folder of the tuning CSV files (one per device architecture). |
 | ``HIPBMM_TUNING_RECORD`` | ``0`` | ``hipbmm_inductor.tuning.set_record(True)`` | ``1`` records shapes that ran untuned, for ``tune --from``. |
@@ -47,7 +47,8 @@ def _flag(name: str, default: str) -> bool:
     raise ValueError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
 
 
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+def _choice(name: str, default: str) -> str:
+    choices = _CHOICES[name]
     raw = os.environ.get(name, default).strip().lower()
     if raw not in choices:
         raise ValueError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
@@ -59,22 +60,27 @@ def _default_cache_dir() -> str:
     return os.path.join(base, "hipbmm_inductor")
 
 
+# Settings whose value is one of a few words: the environment and Python overrides are checked
+# against the same list.
+_CHOICES = {
+    "HIPBMM_TUNING": TUNING_MODES,
+    "HIPBMM_TRITON_ACCUMULATION": ACCUMULATION_MODES,
+    "HIPBMM_VLLM_ENABLE": ("auto", "1", "0"),
+    "HIPBMM_HYPOTHESIS_PROFILE": ("ci", "dev", "deep"),
+}
+
 ENV_VARS: dict[str, Callable[[], object]] = {
     # Any registered backend name is valid (third parties register more); the registry checks it.
     "HIPBMM_BACKEND": lambda: os.environ.get("HIPBMM_BACKEND", "auto").strip().lower() or "auto",
     "HIPBMM_LOWERING": lambda: _flag("HIPBMM_LOWERING", "1"),
-    "HIPBMM_TRITON_ACCUMULATION": lambda: _choice(
-        "HIPBMM_TRITON_ACCUMULATION", "promoted", ACCUMULATION_MODES
-    ),
-    "HIPBMM_TUNING": lambda: _choice("HIPBMM_TUNING", "cache", TUNING_MODES),
+    "HIPBMM_TRITON_ACCUMULATION": lambda: _choice("HIPBMM_TRITON_ACCUMULATION", "promoted"),
+    "HIPBMM_TUNING": lambda: _choice("HIPBMM_TUNING", "cache"),
     "HIPBMM_TUNING_CACHE": lambda: os.environ.get("HIPBMM_TUNING_CACHE") or _default_cache_dir(),
     "HIPBMM_TUNING_RECORD": lambda: _flag("HIPBMM_TUNING_RECORD", "0"),
     "HIPBMM_HIP_ONLINE_TUNING": lambda: _flag("HIPBMM_HIP_ONLINE_TUNING", "0"),
     "HIPBMM_USE_AITER": lambda: _flag("HIPBMM_USE_AITER", "1"),
-    "HIPBMM_VLLM_ENABLE": lambda: _choice("HIPBMM_VLLM_ENABLE", "auto", ("auto", "1", "0")),
-    "HIPBMM_HYPOTHESIS_PROFILE": lambda: _choice(
-        "HIPBMM_HYPOTHESIS_PROFILE", "ci", ("ci", "dev", "deep")
-    ),
+    "HIPBMM_VLLM_ENABLE": lambda: _choice("HIPBMM_VLLM_ENABLE", "auto"),
+    "HIPBMM_HYPOTHESIS_PROFILE": lambda: _choice("HIPBMM_HYPOTHESIS_PROFILE", "ci"),
     # Read, never set, by us: Triton's interpreter switch (the Triton backend then runs its
     # kernels on the CPU, which is how CI tests them).
     "TRITON_INTERPRET": lambda: _flag("TRITON_INTERPRET", "0"),
@@ -85,15 +91,6 @@ ENV_VARS: dict[str, Callable[[], object]] = {
     "VLLM_ROCM_USE_AITER": lambda: _flag("VLLM_ROCM_USE_AITER", "0"),
     "VLLM_ROCM_USE_AITER_LINEAR": lambda: _flag("VLLM_ROCM_USE_AITER_LINEAR", "1"),
     "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM": lambda: _flag("VLLM_ROCM_USE_AITER_LINEAR_HIPBMM", "1"),
-}
-
-
-# Settings whose value is one of a few words: a Python override is checked like the environment.
-_CHOICES = {
-    "HIPBMM_TUNING": TUNING_MODES,
-    "HIPBMM_TRITON_ACCUMULATION": ACCUMULATION_MODES,
-    "HIPBMM_VLLM_ENABLE": ("auto", "1", "0"),
-    "HIPBMM_HYPOTHESIS_PROFILE": ("ci", "dev", "deep"),
 }
 
 

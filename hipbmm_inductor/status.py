@@ -66,6 +66,14 @@ class Status:
         return "\n".join(lines)
 
 
+def _setting(name: str) -> str:
+    # status() is what a user runs when something is wrong: a bad value is reported, not raised.
+    try:
+        return str(getattr(envs, name))
+    except ValueError as e:
+        return f"invalid ({e})"
+
+
 def _triton_version() -> Optional[str]:
     try:
         import triton
@@ -122,6 +130,6 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         lowering_enabled=is_enabled(),
         tuning_mode=tuning.get_mode(),
         tuning_cache=tuning.cache_dir(),
-        triton_accumulation=envs.HIPBMM_TRITON_ACCUMULATION,
+        triton_accumulation=_setting("HIPBMM_TRITON_ACCUMULATION"),
         backends=rows,
     )

@@ -94,8 +94,9 @@ class TritonBackend:
             default=_heuristic(m_bucket(M), N, K, fast, hopper),
             candidates=lambda: config_space(M, N, K, fast, hopper),
             run=functools.partial(launch, fast_accum=fast),
-            # The mode changes numerics and the best config: tuned separately.
-            extra_key=f"{KERNEL_VERSION}/{'fast' if fast else 'promoted'}",
+            # The mode changes numerics and the best config, and whether the sm_90 Gluon kernel
+            # can run here changes the candidates: each combination is tuned separately.
+            extra_key=f"{KERNEL_VERSION}/{'fast' if fast else 'promoted'}/{'gluon' if hopper else 'portable'}",
         )
         return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
 

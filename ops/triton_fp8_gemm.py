@@ -372,9 +372,9 @@ def launch(
 
             try:
                 return hopper.launch(config, A, B, scale_a, scale_b, bias, out_dtype)
-            except ValueError:
-                raise
-            except Exception as e:  # noqa: BLE001 - see _hopper_failed
+            except (ValueError, torch.OutOfMemoryError):
+                raise  # a bad config, or no memory: the caller's problem, not Gluon's
+            except Exception as e:  # noqa: BLE001 - compile errors, API drift: see _hopper_failed
                 _hopper_failed.add(_device_index(A.device))
                 hopper_path.cache_clear()
                 log.warning("hipbmm_inductor: the sm_90 Gluon kernel failed on %s (%s: %s); using the "
@@ -457,7 +457,8 @@ def _cfg(bm, bn, bk, warps, stages, split_k=1, group_m=8, swap_ab=0, a_tma=0, ho
 
 
 def _hopper_cfg(bm, bn, bk, stages) -> dict:
-    # num_warps is per consumer warpgroup (the kernel adds the second consumer and the copy warps).
+    # The Gluon kernel's shape is fixed by BLOCK_M (one consumer warpgroup per 64 rows, plus a
+    # producer) and it always reads A by TMA: num_warps and A_TMA only record that.
     return _cfg(bm, bn, bk, 4, stages, a_tma=1, hopper=1)
 
 
@@ -475,8 +476,8 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
 
     ``hopper``: the device runs :mod:`.triton_fp8_hopper` (:func:`hopper_path`); its configs
     join the promoted space above M = 16. Pruned to what won somewhere in the H100 sweeps
-    (``benchmarks/results/h100_sweep_*.json``): at most ~100 configs per shape, so an online
-    search costs seconds of compiling and timing, not minutes.
+    (``benchmarks/results/h100_sweep_*.json``): at most ~130 configs per shape, so an online
+    search costs seconds of compiling and timing, not minutes (``tune --max-candidates`` cuts it).
     """
     b = m_bucket(M)
     out = []
@@ -487,12 +488,13 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
                     for stages in (3, 4):
                         for sk in (1, 2, 4):
                             out.append(_cfg(bm, bn, bk, 4, stages, sk))
-    elif not (hopper and not fast_accum):
+    else:
         # A through TMA (a_tma=1) won or tied everywhere above M = 64; swapped (C^T = W A^T)
-        # tiles only run unpromoted, so only the fast-accumulation space has them.
+        # tiles only run unpromoted, so only the fast-accumulation space has them. Promoted on
+        # sm_90 the Gluon configs below win, but these stay for shapes they cannot take.
         for bm, bn, warps in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 64, 8), (128, 128, 8),
                               (256, 64, 8), (256, 128, 8), (128, 256, 8)):
-            for bk in (128, 256):
+            for bk in (64, 128, 256):
                 for stages in (3, 4):
                     for swap in ((0, 1) if fast_accum else (0,)):
                         out.append(_cfg(bm, bn, bk, warps, stages, swap_ab=swap, a_tma=1))
@@ -504,7 +506,11 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
                 for bk in ((128, 256) if bn <= 128 else (128,)):
                     for stages in (2, 3, 4):
                         out.append(_hopper_cfg(bm, bn, bk, stages))
-    return [c for c in out if _fits(c, N, K)]
+    out = [c for c in out if _fits(c, N, K)]
+    # Odd shapes (K % 64 != 0, tiny N) may fit nothing above: the heuristic, shrunk to fit, is
+    # always one candidate, so the tuner has a default to keep.
+    default = heuristic_config(M, N, K, fast_accum, hopper)
+    return out if default in out else out + [default]
 
 
 def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
@@ -539,7 +545,7 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
         while split_k < 4 and (N // bn) * split_k * 2 <= 256 + (N // bn) // 2:
             split_k *= 2
         return _shrink_to(_cfg(16, bn, 128, 4, 4, split_k=split_k), N, K)
-    use_hopper = hopper and K % 128 == 0 and not (b <= 64 and N > 16384 and K <= 4096)
+    use_hopper = hopper and K % 128 == 0 and N >= 64 and not (b <= 64 and N > 16384 and K <= 4096)
     if fast_accum:
         # Unpromoted, the portable swapped tiles win above M = 128 except on narrow or deep
         # weights (h100_suite.json vs h100_suite_fast.json, M = 256).

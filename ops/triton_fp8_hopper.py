@@ -1,9 +1,10 @@
 """Hopper (sm_90) path of the Triton backend, written in Gluon: promoted FP8 GEMM on the
 preshuffled weight with no register permute.
 
-What it computes: the same as :mod:`.triton_fp8_gemm` (the op's contract), with the fp32
-promotion of the tensor cores' partial sums every ``BLOCK_K / 2`` (128) products, so its error
-sits at the bf16 rounding floor like ``torch._scaled_mm(use_fast_accum=False)``.
+What it computes: the same as :mod:`.triton_fp8_gemm` (the op's contract), adding the tensor
+cores' partial sums into an fp32 accumulator every ``BLOCK_K / 2`` products for tiles up to 128
+wide (64 or 128) and every ``BLOCK_K`` (128) for 256-wide tiles, so its error sits at the bf16
+rounding floor like ``torch._scaled_mm(use_fast_accum=False)``.
 
 Why a second kernel. Two costs kept the portable kernel at ~0.7x of cuBLASLt above M = 64 with
 promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
@@ -19,9 +20,9 @@ promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
    ``SharedLinearLayout`` that says so lets ``wgmma`` read the tile where TMA put it.
 2. Promotion. Adding each chain of ``wgmma`` into an fp32 accumulator needs the chain finished
    (a wait) and a pass of adds; in one instruction stream the tensor cores idle meanwhile.
-   Here the work is warp-specialised: one warp issues TMA copies into a ``STAGES``-deep ring
-   (``ready`` / ``empty`` mbarriers), and each of one or two consumer warpgroups owns 64 rows
-   of the tile. A consumer issues two 128-product chains per stage into fresh sums, adds the
+   Here the work is warp-specialised: a producer partition (4 warps on 40 registers, one
+   thread of which issues the copies) fills a ``STAGES``-deep ring of TMA copies (``ready`` /
+   ``empty`` mbarriers), and each of one or two consumer warpgroups owns 64 rows of the tile. A consumer issues two 128-product chains per stage into fresh sums, adds the
    first while the second runs, and releases the stage; the two consumers drift out of phase,
    so one's adds overlap the other's tensor-core work.
 
@@ -39,15 +40,11 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import mbarrier as ampere_mbarrier
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import constexpr_function
 
 __all__ = ["launch", "check_config"]
-
-_ROWS_PER_CONSUMER = 64  # wgmma's M per warpgroup
-
 
 @constexpr_function
 def _w_tile_layout(block_n, block_k):
@@ -138,7 +135,7 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, 
         p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
         acc = acc + p0  # runs while p1's chain is on the tensor cores
         p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
-        ampere_mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
+        mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
         acc = acc + p1
     _store(acc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n, HAS_BIAS)
 
@@ -167,7 +164,7 @@ def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr
         acc0 = acc0 + p
         p = warpgroup_mma(a, w1, zero, use_acc=False, is_async=True)
         p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
-        ampere_mbarrier.arrive(empty.index(s))
+        mbarrier.arrive(empty.index(s))
         acc1 = acc1 + p
     _store(acc0, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n, HAS_BIAS)
     _store(acc1, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n + 128, HAS_BIAS)
@@ -243,13 +240,17 @@ _A_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, ran
 _W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
 
 
+SMEM_BYTES = 200 * 1024  # the operand ring; Hopper gives a CTA 227 KB, the rest is barriers and slack
+
+
 def check_config(config: dict, K: int) -> None:
-    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
     ok = bm in (64, 128) and ((bn in (64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128))
-    if not ok or K % bk != 0:
+    if not ok or K % bk != 0 or not 2 <= stages <= 6 or stages * (bm + bn) * bk > SMEM_BYTES:
         raise ValueError(
             f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (64, 128) with BLOCK_K in "
-            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128, and K % BLOCK_K == 0 (K={K})"
+            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128, K % BLOCK_K == 0 (K={K}), 2 to 6 stages, and "
+            f"num_stages * (BLOCK_M + BLOCK_N) * BLOCK_K <= {SMEM_BYTES} bytes of shared memory"
         )
 
 

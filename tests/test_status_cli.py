@@ -48,3 +48,9 @@ def test_bad_backend_is_one_line_error():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: set_backend: unknown backend 'cublas'")
     assert "Traceback" not in r.stderr
+
+
+def test_status_reports_a_bad_accumulation_value(monkeypatch):
+    monkeypatch.setenv("HIPBMM_TRITON_ACCUMULATION", "exact")
+    s = hi.status()
+    assert s.triton_accumulation.startswith("invalid (HIPBMM_TRITON_ACCUMULATION='exact'")

@@ -193,6 +193,30 @@ def test_gluon_kernel_only_on_validated_tritons():
     assert not T.gluon_validated("3.60.0") and not T.gluon_validated("3.9.0") and not T.gluon_validated("3.5.1")
 
 
+@pytest.mark.parametrize("M,N,K", [(256, 4096, 4160), (256, 32, 4096), (100, 48, 96), (3000, 80, 2848)])
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("hopper", [False, True])
+def test_config_space_never_empty_and_holds_the_default(M, N, K, fast, hopper):
+    """Odd K (not a multiple of 64 or 128) and narrow N fit few configs: the tuner must still get
+    candidates, and the default among them."""
+    space = T.config_space(M, N, K, fast, hopper)
+    assert space and T.heuristic_config(M, N, K, fast, hopper) in space
+    for cfg in space:
+        assert K % (cfg["BLOCK_K"] * cfg["SPLIT_K"]) == 0, cfg
+        if cfg["HOPPER"] and H is not None:
+            H.check_config(cfg, K)
+
+
+@needs_gluon
+def test_hopper_check_config_names_the_rule():
+    with pytest.raises(ValueError, match="shared memory"):
+        H.check_config(T._hopper_cfg(128, 128, 256, 4), 4096)  # 4 x 256 x 256 bytes > 200 KB
+    with pytest.raises(ValueError, match="K % BLOCK_K == 0"):
+        H.check_config(T._hopper_cfg(128, 128, 256, 3), 4224)
+    with pytest.raises(ValueError, match="BLOCK_N 256 with BLOCK_K 128"):
+        H.check_config(T._hopper_cfg(128, 256, 256, 2), 4096)
+
+
 def test_hopper_config_refused_off_sm90():
     c = make_case(20, 64, 256, bias_dtype=None)
     with pytest.raises(ValueError, match="HOPPER configs need an sm_90 GPU and float8_e4m3fn"):
@@ -201,7 +225,8 @@ def test_hopper_config_refused_off_sm90():
 
 
 @needs_gluon
-@pytest.mark.parametrize("bm,bn,bk,stages", [(128, 128, 256, 3), (64, 64, 256, 4), (128, 64, 128, 4), (128, 256, 128, 4)])
+@pytest.mark.parametrize("bm,bn,bk,stages", [(128, 128, 256, 3), (64, 64, 256, 4), (128, 64, 128, 4), (128, 256, 128, 4),
+                                             (64, 256, 128, 3), (64, 128, 256, 3)])
 def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
     """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
     wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
@@ -325,6 +350,8 @@ def test_gpu_hopper_kernel(config, M, N):
     bias = torch.bfloat16 if M % 2 else torch.float32
     c = make_case(M, N, 1024, torch.float8_e4m3fn, bias, device="cuda", seed=M + N)
     assert_close_to_truth(T.launch(config, *c.args), c, f"{config} M={M} N={N}")
+    # The portable fallback would pass the numbers too: make sure the Gluon kernel ran.
+    assert not T._hopper_failed, "the Gluon kernel failed and the portable kernel answered"
 
 
 @pytest.mark.gpu
