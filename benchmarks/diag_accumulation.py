@@ -23,6 +23,7 @@ import json
 import torch
 
 import hipbmm_inductor as hi
+from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 
 
@@ -54,13 +55,13 @@ def main() -> None:
                 A, W.t(), sa, sb, out_dtype=torch.bfloat16, use_fast_accum=True),
         }
         hopper = T.hopper_path(dev, torch.float8_e4m3fn)
-        portable = T.heuristic_config(M, N, K)
+        portable = C.heuristic_config(M, N, K)
         outs["triton portable, promoted every BLOCK_K"] = T.launch(portable, A, B, sa, sb, None, torch.bfloat16)
         outs["triton portable, unpromoted (fast)"] = T.launch(
-            T.heuristic_config(M, N, K, fast_accum=True), A, B, sa, sb, None, torch.bfloat16, fast_accum=True)
+            C.heuristic_config(M, N, K, fast_accum=True), A, B, sa, sb, None, torch.bfloat16, fast_accum=True)
         if hopper and M > 16:
             outs["triton sm_90 Gluon kernel (promoted)"] = T.launch(
-                T.heuristic_config(M, N, K, hopper=True), A, B, sa, sb, None, torch.bfloat16)
+                C.heuristic_config(M, N, K, hopper=True), A, B, sa, sb, None, torch.bfloat16)
         cfg = portable
         rec = {"M": M, "N": N, "K": K, "config": cfg, "rel_err": {k: err(v) for k, v in outs.items()}}
         rows.append(rec)

@@ -25,6 +25,7 @@ import triton
 from torch.library import triton_op, wrap_triton
 
 import hipbmm_inductor as hi
+from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 
 
@@ -35,7 +36,7 @@ def fp8_triton_op(A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale
     # torch.compile (block sizes are constexprs), so one graph gets one config for every M.
     M, K = A.shape
     N = B.shape[1]
-    cfg = dict(T.heuristic_config(M, N, K), SPLIT_K=1)
+    cfg = dict(C.heuristic_config(M, N, K), SPLIT_K=1)
     out = torch.empty((M, N), dtype=torch.bfloat16, device=A.device)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), 1)
     wrap_triton(T._fp8_gemm_preshuffled_kernel)[grid](
@@ -70,7 +71,7 @@ def main() -> None:
     sa = torch.rand(M, 1, device=dev) + 0.5
     sb = torch.rand(1, N, device=dev) + 0.5
     bias = torch.randn(N, device=dev).to(torch.bfloat16)
-    cfg = T.heuristic_config(M, N, K)
+    cfg = C.heuristic_config(M, N, K)
 
     ours = lambda A: torch.ops.hipbmm.hipb_mm_fp8(A, B, sa, sb, bias, torch.bfloat16)  # noqa: E731
     top = lambda A: fp8_triton_op(A, B, sa, sb, bias)  # noqa: E731

@@ -19,12 +19,13 @@ import torch
 
 import hipbmm_inductor as hi
 from hipbmm_inductor.bench import _make_sets, copy_bandwidth, time_graph
+from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 
 
 def candidates(M: int, N: int, K: int, promoted: bool = True) -> list[dict]:
     """The first sessions' hand-written search spaces (``--space sweep``)."""
-    c = T._cfg
+    c = C.make_config
     if promoted and M > 64:
         # Promotion (Triton's, every BLOCK_K products) makes each step wait for its wgmma: a
         # BLOCK_K of 256 halves the waits; several CTAs per SM (4-warp tiles) may hide them.
@@ -32,7 +33,7 @@ def candidates(M: int, N: int, K: int, promoted: bool = True) -> list[dict]:
                  (256, 64, 8)]
         space = [dict(c(bm, bn, bk, w, st), A_TMA=tma) for (bm, bn, w), bk, st, tma
                  in itertools.product(tiles, (128, 256), (2, 3, 4), (0, 1))]
-        return [cfg for cfg in space if T._fits(cfg, N, K)]
+        return [cfg for cfg in space if C.fits(cfg, N, K)]
     if M <= 16:
         space = [c(16, bn, bk, 4, st, sk) for bn, bk, st, sk in
                  itertools.product((32, 64, 128), (128, 256), (3, 4, 6), (1, 2, 4))]
@@ -47,7 +48,7 @@ def candidates(M: int, N: int, K: int, promoted: bool = True) -> list[dict]:
         space = [dict(c(bm, bn, bk, 8, st, swap_ab=sw), A_TMA=tma) for bm, bn, bk, st, sw, tma in
                  itertools.product((128, 256), (128, 256), (64, 128), (3, 4), (0, 1), (0, 1))
                  if not (bm == 256 and bn == 256) and (tma or sw)]
-    return [cfg for cfg in space if T._fits(cfg, N, K)]
+    return [cfg for cfg in space if C.fits(cfg, N, K)]
 
 
 def host_overhead(device) -> dict:
@@ -55,7 +56,7 @@ def host_overhead(device) -> dict:
     N, K = 4096, 4096
     sets = _make_sets(1, N, K, torch.float8_e4m3fn, True, device, 0, False)
     s = sets[0]
-    cfg = T.heuristic_config(1, N, K)
+    cfg = C.heuristic_config(1, N, K)
     fns = {
         "op (custom op + validation + tuning lookup + launch)": lambda: hi.hipb_mm_fp8(s.A, s.B, s.scale_a, s.scale_b, s.bias),
         "backend.run (tuning lookup + launch)": lambda: hi.ops.registry.backend_for(s.A.device).run(s.A, s.B, s.scale_a, s.scale_b, s.bias, torch.bfloat16),
@@ -113,12 +114,12 @@ def main() -> None:
                                                          out_dtype=torch.bfloat16, use_fast_accum=fast),
                               n, target_ms=0.5, repeats=5)
             ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
-            heur = T.heuristic_config(M, N, K, fast)
+            heur = C.heuristic_config(M, N, K, fast)
             rows = []
             if args.space == "production":
                 hopper = T.hopper_path(dev, torch.float8_e4m3fn)
-                space = T.config_space(M, N, K, fast, hopper)
-                heur = T.heuristic_config(M, N, K, fast, hopper)
+                space = C.config_space(M, N, K, fast, hopper)
+                heur = C.heuristic_config(M, N, K, fast, hopper)
             else:
                 space = candidates(M, N, K, not fast)
             for cfg in space + ([heur] if heur not in space else []):

@@ -296,7 +296,8 @@ def run_bench(
                     rec.inductor_us = time_graph(_inductor_scaled_mm(sets), n)
                 if be.name == "triton":
                     from hipbmm_inductor.ops.triton_backend import _heuristic
-                    from hipbmm_inductor.ops.triton_fp8_gemm import hopper_path, m_bucket
+                    from hipbmm_inductor.ops.triton_configs import m_bucket
+                    from hipbmm_inductor.ops.triton_fp8_gemm import hopper_path
 
                     rec.config = dict(_heuristic(m_bucket(M), N, K, fast, hopper_path(dev, fp8)))
                 flops = 2 * M * N * K

@@ -28,7 +28,7 @@ KERNEL_VERSION = "preshuffled-v3"  # v3: accumulation modes, A via TMA, the Gluo
 
 @functools.lru_cache(maxsize=None)
 def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
-    from .triton_fp8_gemm import heuristic_config
+    from .triton_configs import heuristic_config
 
     # Memoised: the heuristic is pure in (M bucket, N, K, mode, device kind), and M=1 decode
     # calls are host-bound, so every microsecond of Python on this path shows up in the step time.
@@ -83,7 +83,8 @@ class TritonBackend:
     def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
         from hipbmm_inductor import tuning
 
-        from .triton_fp8_gemm import config_space, hopper_path, launch, m_bucket
+        from .triton_configs import config_space, m_bucket
+        from .triton_fp8_gemm import hopper_path, launch
 
         M, K = A.shape
         N = B.shape[1]

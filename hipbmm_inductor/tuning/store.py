@@ -154,8 +154,12 @@ def read_rows(path: str) -> LoadResult:
             raw = f.read()
     except (FileNotFoundError, NotADirectoryError):  # no file yet (or no folder): an empty cache
         return result
-    text = raw.decode("utf-8", errors="replace")
-    if "\ufffd" in text:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not "\ufffd in text": U+FFFD is a valid character a device name may hold (found by
+        # test_rows_round_trip); only a failed strict decode means damaged bytes.
+        text = raw.decode("utf-8", errors="replace")
         result.problems.append("bytes that are not UTF-8")
     if text and not text.endswith("\n"):
         # Our writer always ends with a newline: a missing one means the file was cut short.

@@ -36,6 +36,7 @@ from .inputs import Case, error_bound, float64_oracle, make_case
 
 triton = pytest.importorskip("triton")
 T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
+from hipbmm_inductor.ops import triton_configs as C  # noqa: E402
 from hipbmm_inductor.ops.triton_backend import TritonBackend  # noqa: E402
 
 try:  # Gluon (triton.experimental.gluon): the sm_90 kernel's language; older Tritons lack it.
@@ -101,17 +102,17 @@ def _interpret_cases() -> list[dict]:
     # Explicit configs: split-K (the fp32 workspace + epilogue kernel), blocks wider than N
     # (wrapped rows), several M blocks with a ragged last one.
     cases.append(dict(path="config", M=17, N=48, K=192, fp8="float8_e4m3fn", bias="float32", seed=7,
-                      config=T._cfg(16, 32, 32, 4, 2, split_k=3)))
+                      config=C.make_config(16, 32, 32, 4, 2, split_k=3)))
     cases.append(dict(path="config", M=40, N=16, K=128, fp8="float8_e4m3fnuz", bias="bfloat16", seed=8,
-                      config=T._cfg(16, 64, 64, 4, 2, split_k=2)))
+                      config=C.make_config(16, 64, 64, 4, 2, split_k=2)))
     cases.append(dict(path="config", M=70, N=96, K=64, fp8="float8_e4m3fn", bias=None, seed=9,
-                      config=T._cfg(32, 32, 64, 4, 2, group_m=2)))
+                      config=C.make_config(32, 32, 64, 4, 2, group_m=2)))
     # C^T = W A^T (fast accumulation above M = 64), ragged M and N blocks, both flavours; A_TMA
     # asks for a TMA descriptor, which the launcher declines off Hopper (the pointer path runs).
     cases.append(dict(path="config", M=50, N=80, K=128, fp8="float8_e4m3fn", bias="float32", seed=12,
-                      config=T._cfg(32, 64, 64, 4, 2, swap_ab=1, a_tma=1), fast_accum=True))
+                      config=C.make_config(32, 64, 64, 4, 2, swap_ab=1, a_tma=1), fast_accum=True))
     cases.append(dict(path="config", M=3, N=32, K=64, fp8="float8_e4m3fnuz", bias="bfloat16", seed=13,
-                      config=T._cfg(16, 32, 32, 4, 2, swap_ab=1), fast_accum=True))
+                      config=C.make_config(16, 32, 32, 4, 2, swap_ab=1), fast_accum=True))
     # The whole op with HIPBMM_TRITON_ACCUMULATION=fast, in the swapped (M > 64) bucket.
     cases.append(dict(path="op_fast", M=70, N=64, K=128, fp8="float8_e4m3fn", bias="bfloat16", seed=14))
     # The fp16-widening path (fnuz on NVIDIA, GPUs without fp8 units), both flavours.
@@ -151,41 +152,10 @@ def test_interpreted_kernel_matches_reference(interpreted, case):
 # Configs and availability (no kernel runs)
 # ---------------------------------------------------------------------------------------------
 
-dims = st.tuples(st.integers(1, 8192), st.integers(1, 4096).map(lambda x: 16 * x), st.integers(1, 1024).map(lambda x: 32 * x))
-
-
-@given(dims, st.booleans(), st.booleans())
-def test_heuristic_and_space_are_launchable(mnk, fast, hopper):
-    M, N, K = mnk
-    for cfg in [T.heuristic_config(M, N, K, fast, hopper), *T.config_space(M, N, K, fast, hopper)]:
-        assert set(cfg) == set(T.CONFIG_KEYS)
-        assert cfg["BLOCK_K"] % 32 == 0 and cfg["BLOCK_N"] % 16 == 0, cfg
-        assert K % (cfg["BLOCK_K"] * cfg["SPLIT_K"]) == 0, (cfg, K)
-        if cfg["HOPPER"]:
-            # Only where asked for, above the decode bucket, and only shapes the Gluon kernel takes.
-            assert hopper and M > 16, (cfg, M, fast, hopper)
-            if H is not None:
-                H.check_config(cfg, K)
-        json.dumps(cfg)  # the tuner stores configs as JSON
-
-
-def test_heuristic_in_config_space_for_suite_shapes():
-    # The tuner compares candidates with the default: the default must be one of them for the
-    # production shapes, else tuning could only ever move away from it.
-    for N, K in [(6144, 4096), (4096, 14336), (28672, 4096), (10240, 8192), (8192, 28672)]:
-        for M in (1, 16, 64, 256, 1024, 4096):
-            for fast in (False, True):
-                for hopper in (False, True):
-                    assert T.heuristic_config(M, N, K, fast, hopper) in T.config_space(M, N, K, fast, hopper), (
-                        M, N, K, fast, hopper)
-            # Promoted configs never ask for the swapped form (Triton cannot promote it).
-            assert not any(c["SWAP_AB"] for c in T.config_space(M, N, K) + T.config_space(M, N, K, hopper=True))
-
-
 def test_launch_rejects_bad_config():
     c = make_case(4, 32, 96, bias_dtype=None)
     with pytest.raises(ValueError, match="K % \\(BLOCK_K \\* SPLIT_K\\) == 0"):
-        T.launch(T._cfg(16, 32, 64, 4, 2), *c.args)
+        T.launch(C.make_config(16, 32, 64, 4, 2), *c.args)
 
 
 def test_gluon_kernel_only_on_validated_tritons():
@@ -193,34 +163,10 @@ def test_gluon_kernel_only_on_validated_tritons():
     assert not T.gluon_validated("3.60.0") and not T.gluon_validated("3.9.0") and not T.gluon_validated("3.5.1")
 
 
-@pytest.mark.parametrize("M,N,K", [(256, 4096, 4160), (256, 32, 4096), (100, 48, 96), (3000, 80, 2848)])
-@pytest.mark.parametrize("fast", [False, True])
-@pytest.mark.parametrize("hopper", [False, True])
-def test_config_space_never_empty_and_holds_the_default(M, N, K, fast, hopper):
-    """Odd K (not a multiple of 64 or 128) and narrow N fit few configs: the tuner must still get
-    candidates, and the default among them."""
-    space = T.config_space(M, N, K, fast, hopper)
-    assert space and T.heuristic_config(M, N, K, fast, hopper) in space
-    for cfg in space:
-        assert K % (cfg["BLOCK_K"] * cfg["SPLIT_K"]) == 0, cfg
-        if cfg["HOPPER"] and H is not None:
-            H.check_config(cfg, K)
-
-
-@needs_gluon
-def test_hopper_check_config_names_the_rule():
-    with pytest.raises(ValueError, match="shared memory"):
-        H.check_config(T._hopper_cfg(128, 128, 256, 4), 4096)  # 4 x 256 x 256 bytes > 200 KB
-    with pytest.raises(ValueError, match="K % BLOCK_K == 0"):
-        H.check_config(T._hopper_cfg(128, 128, 256, 3), 4224)
-    with pytest.raises(ValueError, match="BLOCK_N 256 with BLOCK_K 128"):
-        H.check_config(T._hopper_cfg(128, 256, 256, 2), 4096)
-
-
 def test_hopper_config_refused_off_sm90():
     c = make_case(20, 64, 256, bias_dtype=None)
     with pytest.raises(ValueError, match="HOPPER configs need an sm_90 GPU and float8_e4m3fn"):
-        T.launch(T._hopper_cfg(64, 64, 128, 2), *c.args)
+        T.launch(C.make_hopper_config(64, 64, 128, 2), *c.args)
     assert not T.hopper_path(torch.device("cpu"), torch.float8_e4m3fn)
 
 
@@ -251,10 +197,6 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
         cubin.write_bytes(ck.asm["cubin"])
         usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(cubin)], capture_output=True, text=True).stdout
         assert re.search(r"STACK:0 SHARED:\d+ LOCAL:0", usage), f"the kernel spills to local memory: {usage}"
-
-
-def test_m_bucket():
-    assert [T.m_bucket(m) for m in (1, 2, 16, 17, 64, 65, 4096, 10000)] == [1, 2, 16, 32, 64, 128, 4096, 4096]
 
 
 @pytest.mark.skipif(has_gpu, reason="checks the CPU-only answer")
@@ -324,9 +266,9 @@ def test_gpu_random_shapes(M, N, K, fp8, bias):
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("config", [T._cfg(16, 32, 128, 4, 3, split_k=4), T._cfg(64, 128, 128, 4, 3),
-                                    T._cfg(128, 256, 128, 8, 3), T._cfg(256, 128, 128, 8, 3, a_tma=1),
-                                    T._cfg(64, 128, 256, 4, 4, a_tma=1)],
+@pytest.mark.parametrize("config", [C.make_config(16, 32, 128, 4, 3, split_k=4), C.make_config(64, 128, 128, 4, 3),
+                                    C.make_config(128, 256, 128, 8, 3), C.make_config(256, 128, 128, 8, 3, a_tma=1),
+                                    C.make_config(64, 128, 256, 4, 4, a_tma=1)],
                          ids=["splitk4", "64x128", "128x256", "tma256x128", "tma64x128x256"])
 def test_gpu_explicit_configs(config):
     # M = 200: a ragged last M block, which TMA fills with zeros and the store masks out.
@@ -337,9 +279,9 @@ def test_gpu_explicit_configs(config):
 @pytest.mark.gpu
 @gpu
 @needs_gluon
-@pytest.mark.parametrize("config", [T._hopper_cfg(64, 64, 256, 4), T._hopper_cfg(128, 64, 256, 4),
-                                    T._hopper_cfg(128, 128, 256, 3), T._hopper_cfg(64, 128, 128, 2),
-                                    T._hopper_cfg(128, 256, 128, 4), T._hopper_cfg(64, 256, 128, 3)],
+@pytest.mark.parametrize("config", [C.make_hopper_config(64, 64, 256, 4), C.make_hopper_config(128, 64, 256, 4),
+                                    C.make_hopper_config(128, 128, 256, 3), C.make_hopper_config(64, 128, 128, 2),
+                                    C.make_hopper_config(128, 256, 128, 4), C.make_hopper_config(64, 256, 128, 3)],
                          ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x256x128"])
 @pytest.mark.parametrize("M,N", [(17, 80), (200, 512), (333, 1040)])
 def test_gpu_hopper_kernel(config, M, N):
@@ -360,7 +302,7 @@ def test_gpu_hopper_kernel(config, M, N):
 def test_gpu_hopper_falls_back_on_misaligned_a_and_on_failure(monkeypatch, caplog):
     if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
         pytest.skip("needs sm_90")
-    cfg = T._hopper_cfg(64, 64, 256, 4)
+    cfg = C.make_hopper_config(64, 64, 256, 4)
     c = make_case(40, 256, 512, torch.float8_e4m3fn, torch.bfloat16, device="cuda", seed=11)
     # A view 8 bytes into its storage: TMA cannot address it; the portable kernel serves it.
     store = torch.empty(c.A.numel() + 8, dtype=torch.uint8, device="cuda")
@@ -418,8 +360,8 @@ def test_gpu_accumulation_modes(triton_on_gpu, M, N, K):
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("config", [T._cfg(128, 64, 128, 8, 4, swap_ab=1), T._cfg(64, 128, 128, 4, 3, swap_ab=1),
-                                    T._cfg(256, 128, 128, 8, 4, swap_ab=1, a_tma=1)],
+@pytest.mark.parametrize("config", [C.make_config(128, 64, 128, 8, 4, swap_ab=1), C.make_config(64, 128, 128, 4, 3, swap_ab=1),
+                                    C.make_config(256, 128, 128, 8, 4, swap_ab=1, a_tma=1)],
                          ids=["swap128x64", "swap64x128", "swap256x128tma"])
 def test_gpu_explicit_configs_fast_accumulation(config):
     """Swapped tiles run only unpromoted: norm-wise within 4x the bf16 floor, as in

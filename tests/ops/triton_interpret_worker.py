@@ -54,6 +54,7 @@ def main(cases_path: str, out_path: str) -> None:
 
     import hipbmm_inductor as hi
     from hipbmm_inductor import envs, tuning
+    from hipbmm_inductor.ops import triton_configs as C
     from hipbmm_inductor.ops import triton_fp8_gemm as T
 
     hi.set_backend("triton")
@@ -76,7 +77,7 @@ def main(cases_path: str, out_path: str) -> None:
         elif case["path"] == "upcast":
             T.native_fp8 = lambda *a: False
             try:
-                out = T.launch(T.heuristic_config(case["M"], case["N"], case["K"]), *c.args)
+                out = T.launch(C.heuristic_config(case["M"], case["N"], case["K"]), *c.args)
             finally:
                 T.native_fp8 = native
         else:

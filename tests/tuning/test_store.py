@@ -234,3 +234,13 @@ def test_truncation_never_invents_rows(tmp_path_factory, cut):
     path.write_bytes(text.encode()[: cut % (len(text) + 1)])
     loaded = read_rows(str(path))
     assert set(loaded.rows) <= set(rows)
+
+
+def test_damaged_bytes_are_reported_but_a_replacement_character_is_not(tmp_path):
+    good = _row(device_name="GPU \ufffd edition")  # U+FFFD is a character like any other
+    path = tmp_path / "t.csv"
+    path.write_text(render([good], "cpu", "v=1"), encoding="utf-8")
+    loaded = read_rows(str(path))
+    assert not loaded.problems and [r.device_name for r in loaded.rows] == ["GPU \ufffd edition"]
+    path.write_bytes(path.read_bytes().replace(b"GPU", b"GP\xff"))  # one damaged byte
+    assert "bytes that are not UTF-8" in read_rows(str(path)).problems
