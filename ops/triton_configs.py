@@ -76,7 +76,7 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
         # The warp-specialised Gluon kernel beat every portable config here once promoted, and
         # many unpromoted ones at M <= 256 (it promotes regardless: never less exact than asked).
         for bm in (64, 128):
-            for bn in (64, 128, 256):
+            for bn in ((64, 128) if bm == 64 else (64, 128, 256)):
                 for bk in ((128, 256) if bn <= 128 else (128,)):
                     for stages in (2, 3, 4):
                         out.append(make_hopper_config(bm, bn, bk, stages))

@@ -196,24 +196,17 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, 
     ROWS: gl.constexpr = 64
     # 232 registers per consumer thread (one or two 64-row warpgroups), 40 for the copy warps:
     # within the 64K registers of an SM, and room for the accumulator plus the fresh sums.
-    # (Gluon takes the partitions as literal (function, args) pairs, hence the four spellings.)
+    # (Gluon takes the partitions as literal (function, args) pairs, hence three spellings.)
     if N_PARTS == 2:
-        if BLOCK_M == 128:
-            gl.warp_specialize([
-                (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
-                                  off_n, 0, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
-                (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
-                                  off_n, 1, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
-                (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-                             BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
-            ], [4, 4], [232, 40])
-        else:
-            gl.warp_specialize([
-                (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
-                                  off_n, 0, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
-                (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-                             BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
-            ], [4], [40])
+        gl.static_assert(BLOCK_M == 128, "a 256-wide tile needs both consumers (check_config)")
+        gl.warp_specialize([
+            (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
+                              off_n, 0, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
+            (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
+                              off_n, 1, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
+            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
+        ], [4, 4], [232, 40])
     elif BLOCK_M == 128:
         gl.warp_specialize([
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
@@ -245,11 +238,14 @@ SMEM_BYTES = 200 * 1024  # the operand ring; Hopper gives a CTA 227 KB, the rest
 
 def check_config(config: dict, K: int) -> None:
     bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
-    ok = bm in (64, 128) and ((bn in (64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128))
+    # A 256-wide tile needs both consumers: on one (BLOCK_M 64) its two accumulator halves plus
+    # the fresh sum leave no registers to spare (Triton 3.9 spills it).
+    ok = bm in (64, 128) and ((bn in (64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128 and bm == 128))
     if not ok or K % bk != 0 or not 2 <= stages <= 6 or stages * (bm + bn) * bk > SMEM_BYTES:
         raise ValueError(
             f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (64, 128) with BLOCK_K in "
-            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128, K % BLOCK_K == 0 (K={K}), 2 to 6 stages, and "
+            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128, K % BLOCK_K == 0 (K={K}), 2 to 6 "
+            f"stages, and "
             f"num_stages * (BLOCK_M + BLOCK_N) * BLOCK_K <= {SMEM_BYTES} bytes of shared memory"
         )
 

@@ -69,8 +69,10 @@ def test_hopper_check_config_names_the_rule():
         H.check_config(C.make_hopper_config(128, 128, 256, 4), 4096)  # 4 x 256 x 256 bytes > 200 KB
     with pytest.raises(ValueError, match="K % BLOCK_K == 0"):
         H.check_config(C.make_hopper_config(128, 128, 256, 3), 4224)
-    with pytest.raises(ValueError, match="BLOCK_N 256 with BLOCK_K 128"):
+    with pytest.raises(ValueError, match="BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128"):
         H.check_config(C.make_hopper_config(128, 256, 256, 2), 4096)
+    with pytest.raises(ValueError, match="BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128"):
+        H.check_config(C.make_hopper_config(64, 256, 128, 3), 4096)
 
 
 def test_m_bucket():
