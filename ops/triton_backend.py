@@ -26,6 +26,22 @@ __all__ = ["TritonBackend", "KERNEL_VERSION"]
 KERNEL_VERSION = "preshuffled-v3"  # v3: accumulation modes, A via TMA, the Gluon sm_90 kernel
 
 
+# The accumulation mode changes numerics and the best config, and whether the sm_90 Gluon kernel
+# can run here changes the candidates: each combination is tuned separately. Built once, not per
+# GEMM call.
+_EXTRA_KEYS = {
+    (fast, hopper): f"{KERNEL_VERSION}/{'fast' if fast else 'promoted'}/{'gluon' if hopper else 'portable'}"
+    for fast in (False, True) for hopper in (False, True)
+}
+
+
+@functools.lru_cache(maxsize=2)
+def _tuner_run(fast: bool):
+    from .triton_fp8_gemm import launch
+
+    return functools.partial(launch, fast_accum=fast)
+
+
 @functools.lru_cache(maxsize=None)
 def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
     from .triton_configs import heuristic_config
@@ -94,10 +110,8 @@ class TritonBackend:
             "triton", A, B, scale_a, scale_b, bias, out_dtype,
             default=_heuristic(m_bucket(M), N, K, fast, hopper),
             candidates=lambda: config_space(M, N, K, fast, hopper),
-            run=functools.partial(launch, fast_accum=fast),
-            # The mode changes numerics and the best config, and whether the sm_90 Gluon kernel
-            # can run here changes the candidates: each combination is tuned separately.
-            extra_key=f"{KERNEL_VERSION}/{'fast' if fast else 'promoted'}/{'gluon' if hopper else 'portable'}",
+            run=_tuner_run(fast),
+            extra_key=_EXTRA_KEYS[fast, hopper],
         )
         return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
 
