@@ -90,8 +90,9 @@ def main() -> None:
     p.add_argument("--accumulation", choices=("promoted", "fast"), default="promoted",
                    help="the kernel's accumulation; the baseline runs in the same mode (use_fast_accum)")
     p.add_argument("--no-host", action="store_true", help="skip the host-overhead measurement")
-    p.add_argument("--space", choices=("sweep", "production"), default="sweep",
-                   help="'production': the tuner's config_space (with the sm_90 Gluon configs where they run)")
+    p.add_argument("--space", choices=("sweep", "production", "hopper"), default="sweep",
+                   help="'production': the tuner's config_space (with the sm_90 Gluon configs where they run); "
+                        "'hopper': every sm_90 Gluon config, at any M")
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
@@ -120,6 +121,9 @@ def main() -> None:
                 hopper = T.hopper_path(dev, torch.float8_e4m3fn)
                 space = C.config_space(M, N, K, fast, hopper)
                 heur = C.heuristic_config(M, N, K, fast, hopper)
+            elif args.space == "hopper":
+                space = [c for c in C.hopper_configs() if C.fits(c, N, K)]
+                heur = C.heuristic_config(M, N, K, fast, T.hopper_path(dev, torch.float8_e4m3fn))
             else:
                 space = candidates(M, N, K, not fast)
             for cfg in space + ([heur] if heur not in space else []):

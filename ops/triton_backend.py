@@ -89,11 +89,13 @@ class TritonBackend:
     def is_fast(self, device: torch.device) -> bool:
         # NOTE: False everywhere, on purpose. H100, benchmarks/results/h100_suite.json (Llama-3
         # 8B/70B suite, CUDA graphs, vs torch._scaled_mm rowwise in the same run, promoted):
-        # geomean x1.12, x1.32 at M <= 64 (decode) but x0.98 at M = 256 and x0.93 at M >= 1024,
-        # 14 of 96 points below x0.9, worst x0.68 (docs/benchmarks.md). Rewriting every linear
-        # by default could slow prefill, so the pass only routes here when the user names the
-        # backend (HIPBMM_BACKEND=triton). ROCm: aiter's hipBLASLt is the vendor path and nothing
-        # here has been measured against it yet.
+        # geomean x1.18, x1.29 at M <= 64 (decode), x1.08 at M = 256, x1.09 at M >= 1024, no point
+        # below x0.9 (worst x0.91), but only with the sm_90 Gluon kernel on a validated Triton; the
+        # portable kernel elsewhere (other GPUs, other Tritons) is slower than cuBLASLt above
+        # M = 64 (docs/benchmarks.md). Until `auto` can tell those apart per device and the
+        # suite target is met, the pass routes here only when the user names the backend
+        # (HIPBMM_BACKEND=triton). ROCm: aiter's hipBLASLt is the vendor path and nothing here
+        # has been measured against it yet.
         return False
 
     def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:

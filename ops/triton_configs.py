@@ -10,7 +10,7 @@ it to the sm_90 Gluon kernel (:mod:`.triton_fp8_hopper`), which reads ``BLOCK_M`
 
 from __future__ import annotations
 
-__all__ = ["CONFIG_KEYS", "config_space", "fits", "heuristic_config", "m_bucket", "make_config",
+__all__ = ["CONFIG_KEYS", "HOPPER_SMEM_BYTES", "config_space", "fits", "heuristic_config", "hopper_configs", "hopper_smem_bytes", "m_bucket", "make_config",
            "make_hopper_config"]
 
 CONFIG_KEYS = (
@@ -36,13 +36,25 @@ def make_hopper_config(bm, bn, bk, stages) -> dict:
     return make_config(bm, bn, bk, 4, stages, a_tma=1, hopper=1)
 
 
+# Hopper gives a CTA 227 KB of shared memory. The Gluon kernel holds its operand ring, one bf16
+# output staging tile per consumer (64 x min(BLOCK_N, 128), for the TMA store) and ~2 KB of
+# barriers and layout-conversion scratch.
+HOPPER_SMEM_BYTES = 225 * 1024
+
+
+def hopper_smem_bytes(cfg: dict) -> int:
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    return cfg["num_stages"] * (bm + bn) * cfg["BLOCK_K"] + bm * min(bn, 128) * 2
+
+
 def fits(cfg: dict, N: int, K: int) -> bool:
     # Block shapes must not exceed what the problem offers (wasted work, and BLOCK_K > K would
-    # read nothing but masks); shared memory per stage stays under Hopper's 227 KB.
+    # read nothing but masks); shared memory stays under Hopper's 227 KB.
     if K % (cfg["BLOCK_K"] * cfg["SPLIT_K"]) != 0 or cfg["BLOCK_N"] > max(16, N):
         return False
-    smem = cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"]
-    return smem <= 200 * 1024
+    if cfg.get("HOPPER", 0):
+        return hopper_smem_bytes(cfg) <= HOPPER_SMEM_BYTES
+    return cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"] <= 200 * 1024
 
 
 def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> list[dict]:
@@ -75,16 +87,21 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
     if hopper and b > 16:
         # The warp-specialised Gluon kernel beat every portable config here once promoted, and
         # many unpromoted ones at M <= 256 (it promotes regardless: never less exact than asked).
-        for bm in (64, 128):
-            for bn in ((64, 128) if bm == 64 else (64, 128, 256)):
-                for bk in ((128, 256) if bn <= 128 else (128,)):
-                    for stages in (2, 3, 4):
-                        out.append(make_hopper_config(bm, bn, bk, stages))
+        out += hopper_configs()
     out = [c for c in out if fits(c, N, K)]
     # Odd shapes (K % 64 != 0, tiny N) may fit nothing above: the heuristic, shrunk to fit, is
     # always one candidate, so the tuner has a default to keep.
     default = heuristic_config(M, N, K, fast_accum, hopper)
     return out if default in out else out + [default]
+
+
+def hopper_configs() -> list[dict]:
+    """Every config the sm_90 Gluon kernel takes (``triton_fp8_hopper.check_config``), 2 to 4 stages."""
+    return [make_hopper_config(bm, bn, bk, stages)
+            for bm in (64, 128)
+            for bn in ((64, 128) if bm == 64 else (64, 128, 256))
+            for bk in ((128, 256) if bn <= 128 else (128,))
+            for stages in (2, 3, 4)]
 
 
 def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
@@ -102,8 +119,10 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
       4 stages, up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
       for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128: 64 x 64 to
       N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
-      128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 beyond. Above: 128 x 256 x 128, 3 stages
-      (a 128 x 256 tile halves the L2 traffic per FLOP of 128 x 128, which caps it at ~0.75x).
+      128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages) to 32768, 128 x 128
+      beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond (a 128 x 256 tile
+      halves the L2 traffic per FLOP of 128 x 128; with fewer, longer tiles the persistent
+      kernel's last wave is the less even) (``benchmarks/results/h100_sweep_hopper_tma.json``).
     - Elsewhere, M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles
       (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above.
     - M <= 256, A through TMA. Promoted: 64 x 128 x 256 tiles on 4 warps up to N = 8192,
@@ -140,12 +159,14 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
         elif b <= 256:
             if N <= 4096:
                 cfg = make_hopper_config(128, 64, bk, 4)
-            elif N <= 8192:
+            elif N <= 8192 or N > 32768:
                 cfg = make_hopper_config(128, 128, bk, 3)
             else:
-                cfg = make_hopper_config(128, 256, 128, 4)
-        else:
+                cfg = make_hopper_config(128, 256, 128, 3)
+        elif N > 16384:
             cfg = make_hopper_config(128, 256, 128, 3)
+        else:
+            cfg = make_hopper_config(128, 128, bk, 3)
         return cfg
     if b <= 64:
         if N > 16384:

@@ -25,24 +25,38 @@ promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
    ``empty`` mbarriers), and each of one or two consumer warpgroups owns 64 rows of the tile. A consumer issues two 128-product chains per stage into fresh sums, adds the
    first while the second runs, and releases the stage; the two consumers drift out of phase,
    so one's adds overlap the other's tensor-core work.
+3. The tile's fixed costs. With a program per tile, every wave of 132 SMs filled its ring and
+   stored its output at the same moment, with the tensor cores idle: ~4 us of a 128 x 256 x 4096
+   tile's ~31 us on H100 (fitted from K = 4096 against K = 28672 runs). So the kernel is
+   persistent (one program per SM walks tiles ``pid, pid + grid, ...``; the producer fills the
+   ring for the next tile while the consumers finish this one), the scales and bias are loaded
+   when a tile starts (they arrive during the main loop), and the output leaves through a
+   shared-memory staging tile and a TMA store, which drains while the consumer starts its next
+   tile. Measured (``benchmarks/results/h100_sweep_hopper_tma.json`` against
+   ``h100_sweep_hopper_wide.json``): 4096^3 131.7 -> 105.5 us, 8192 x 8192 at M = 1024 112.8 ->
+   100.8 us (cuBLASLt 105-110 and 106).
 
 Limits (checked by the caller, :func:`.triton_fp8_gemm.launch`): sm_90 only (``wgmma`` does not exist elsewhere),
 ``float8_e4m3fn`` (Hopper's fp8 tensor cores; ``fnuz`` is widened by the portable kernel),
 16-byte-aligned A and W, ``K % BLOCK_K == 0``. Rows of A past M and rows of W past N read as
-zeros (TMA) and are masked at the store.
+zeros (TMA); the TMA store clips them.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import constexpr_function
+
+from .triton_configs import HOPPER_SMEM_BYTES, hopper_smem_bytes
 
 __all__ = ["launch", "check_config"]
 
@@ -60,6 +74,7 @@ def _w_tile_layout(block_n, block_k):
 # async_copy_global_to_shared became async_load, shared_memory_descriptor._reinterpret became
 # reinterpret). JIT code names functions and methods literally: bind the ones this Triton has.
 _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
+_tma_store = tma.async_store if hasattr(tma, "async_store") else tma.async_copy_shared_to_global
 
 if hasattr(gl.shared_memory_descriptor, "reinterpret"):
 
@@ -75,119 +90,170 @@ else:
 
 
 @gluon.jit
-def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-              N_PARTS: gl.constexpr):
-    nbytes: gl.constexpr = (BLOCK_M + BLOCK_N) * BLOCK_K
-    GROUPS: gl.constexpr = BLOCK_N // N_PARTS // 16  # 16-row groups per W box
-    for i in range(K // BLOCK_K):
-        s = i % STAGES
-        # A fresh mbarrier counts its (never completed) phase -1 as done: the first round of
-        # the ring passes without waiting.
-        mbarrier.wait(empty.index(s), ((i // STAGES) & 1) ^ 1)
-        mbarrier.expect(ready.index(s), nbytes)
-        _tma_load(a_desc, [off_m, i * BLOCK_K], ready.index(s), a_smem.index(s))
-        for h in gl.static_range(N_PARTS):
-            _tma_load(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
-                                            w_smem.index(s * N_PARTS + h))
+def _tile_offsets(tile, M, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr):
+    """Grouped order: GROUP_M row blocks sweep N together, so the tiles in flight at once (ids
+    ``t .. t + grid``) share W panels and A rows in L2."""
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    group = GROUP_M * num_pid_n
+    first_m = (tile // group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    off_m = (first_m + ((tile % group) % group_m)) * BLOCK_M
+    off_n = ((tile % group) // group_m) * BLOCK_N
+    return off_m, off_n
 
 
 @gluon.jit
-def _store(acc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m, off_n, HAS_BIAS: gl.constexpr):
+def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+              GROUP_M: gl.constexpr, N_PARTS: gl.constexpr):
+    nbytes: gl.constexpr = (BLOCK_M + BLOCK_N) * BLOCK_K
+    GROUPS: gl.constexpr = BLOCK_N // N_PARTS // 16  # 16-row groups per W box
+    num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
+    it = 0  # stages filled so far, over all of this program's tiles: the ring's position
+    for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+        off_m, off_n = _tile_offsets(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        for i in range(K // BLOCK_K):
+            s = it % STAGES
+            # A fresh mbarrier counts its (never completed) phase -1 as done: the first round of
+            # the ring passes without waiting.
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            mbarrier.expect(ready.index(s), nbytes)
+            _tma_load(a_desc, [off_m, i * BLOCK_K], ready.index(s), a_smem.index(s))
+            for h in gl.static_range(N_PARTS):
+                _tma_load(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
+                          w_smem.index(s * N_PARTS + h))
+            it += 1
+
+
+@gluon.jit
+def _load_vec(ptr, off, n, SIZE: gl.constexpr):
+    """``ptr[off : off + SIZE]`` (zeros past ``n``), in fp32, spread thinly over the warpgroup:
+    one or two registers per thread. Issued when a tile starts, it arrives during the main loop
+    and costs the epilogue no memory latency."""
+    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[4],
+                                            order=[0])
+    offs = off + gl.arange(0, SIZE, layout=layout)
+    return gl.load(ptr + offs, mask=offs < n, other=0.0).to(gl.float32)
+
+
+@gluon.jit
+def _store(acc, sa, sb, bias, c_desc, c_buf, off_m, off_n, HAS_BIAS: gl.constexpr):
+    """The epilogue: scale, add the bias, round, and hand the tile to the copy engine through
+    ``c_buf`` (TMA clips rows and columns past the edges). The consumer goes on to its next
+    tile while the copy drains; it waits only before reusing ``c_buf``."""
     layout: gl.constexpr = acc.type.layout
-    offs_m = off_m + gl.arange(0, acc.shape[0], layout=gl.SliceLayout(1, layout))
-    offs_n = off_n + gl.arange(0, acc.shape[1], layout=gl.SliceLayout(0, layout))
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    sa = gl.load(sa_ptr + offs_m, mask=mask_m, other=0.0)
-    sb = gl.load(sb_ptr + offs_n, mask=mask_n, other=0.0)
+    # The scales and bias, loaded when the tile started, move into the accumulator's layout
+    # through shared memory (a few hundred cycles, not a round trip to memory).
+    sa = gl.convert_layout(sa, gl.SliceLayout(1, layout))
+    sb = gl.convert_layout(sb, gl.SliceLayout(0, layout))
     # Same order as the reference: (acc * scale_a) * scale_b + bias, in fp32, one rounding.
     out = acc * gl.expand_dims(sa, 1) * gl.expand_dims(sb, 0)
     if HAS_BIAS:
-        out = out + gl.expand_dims(gl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(gl.float32), 0)
-    c_ptrs = c_ptr + gl.expand_dims(offs_m.to(gl.int64), 1) * N + gl.expand_dims(offs_n, 0)
-    gl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=gl.expand_dims(mask_m, 1) & gl.expand_dims(mask_n, 0))
+        out = out + gl.expand_dims(gl.convert_layout(bias, gl.SliceLayout(0, layout)), 0)
+    tma.store_wait(0)
+    c_buf.store(out.to(c_desc.dtype))
+    fence_async_shared()
+    _tma_store(c_desc, [off_m, off_n], c_buf)
 
 
 @gluon.jit
-def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
-              PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
+              PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
     """BLOCK_N <= 128: two 128-product chains per stage, the second running while the first
     is added into the accumulator."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
     HALF: gl.constexpr = BLOCK_K // 2  # the promotion interval, in products
     W_HALF: gl.constexpr = _w_tile_layout(BLOCK_N, HALF)
-    acc = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
     zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
-    for i in range(K // BLOCK_K):
-        s = i % STAGES
-        mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-        a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
-        ws = w_smem.index(s)
-        # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
-        # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
-        w0 = _as_w_tile(ws.slice(0, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
-        w1 = _as_w_tile(ws.slice(16 * HALF, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
-        p0 = warpgroup_mma(a.slice(0, HALF, dim=1), w0, zero, use_acc=False, is_async=True)
-        p1 = warpgroup_mma(a.slice(HALF, HALF, dim=1), w1, zero, use_acc=False, is_async=True)
-        p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
-        acc = acc + p0  # runs while p1's chain is on the tensor cores
-        p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
-        mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
-        acc = acc + p1
-    _store(acc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n, HAS_BIAS)
+    num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
+    it = 0
+    for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+        off_m, off_n = _tile_offsets(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        sa = _load_vec(sa_ptr, off_m + PART * ROWS, M, ROWS)
+        sb = _load_vec(sb_ptr, off_n, N, BLOCK_N)
+        bias = _load_vec(bias_ptr, off_n, N, BLOCK_N) if HAS_BIAS else sb
+        acc = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+        for i in range(K // BLOCK_K):
+            s = it % STAGES
+            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+            a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
+            ws = w_smem.index(s)
+            # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
+            # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
+            w0 = _as_w_tile(ws.slice(0, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
+            w1 = _as_w_tile(ws.slice(16 * HALF, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
+            p0 = warpgroup_mma(a.slice(0, HALF, dim=1), w0, zero, use_acc=False, is_async=True)
+            p1 = warpgroup_mma(a.slice(HALF, HALF, dim=1), w1, zero, use_acc=False, is_async=True)
+            p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
+            acc = acc + p0  # runs while p1's chain is on the tensor cores
+            p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
+            mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
+            acc = acc + p1
+            it += 1
+        # The producer is already filling the ring with the next tile meanwhile.
+        _store(acc, sa, sb, bias, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n, HAS_BIAS)
+    tma.store_wait(0)
 
 
 @gluon.jit
-def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
-                   PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_K: gl.constexpr,
-                   STAGES: gl.constexpr):
+def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
+                   PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                   BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
     """BLOCK_N = 256 as two 128-column halves, one chain of BLOCK_K (128) products each per stage:
     a 64 x 256 accumulator plus one fresh 64 x 128 sum fits the register budget (two fresh sums
     would not), and the 128 x 256 tile halves the L2 traffic per FLOP of 128 x 128."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, 128, 32])
     W_TILE: gl.constexpr = _w_tile_layout(128, BLOCK_K)
-    acc0 = gl.zeros([ROWS, 128], gl.float32, mma_layout)
-    acc1 = gl.zeros([ROWS, 128], gl.float32, mma_layout)
     zero = gl.zeros([ROWS, 128], gl.float32, mma_layout)
-    for i in range(K // BLOCK_K):
-        s = i % STAGES
-        mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-        a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
-        w0 = _as_w_tile(w_smem.index(2 * s), 128, BLOCK_K, W_TILE)
-        w1 = _as_w_tile(w_smem.index(2 * s + 1), 128, BLOCK_K, W_TILE)
-        p = warpgroup_mma(a, w0, zero, use_acc=False, is_async=True)
-        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
-        acc0 = acc0 + p
-        p = warpgroup_mma(a, w1, zero, use_acc=False, is_async=True)
-        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
-        mbarrier.arrive(empty.index(s))
-        acc1 = acc1 + p
-    _store(acc0, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n, HAS_BIAS)
-    _store(acc1, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, off_m + PART * ROWS, off_n + 128, HAS_BIAS)
+    num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, 256)
+    it = 0
+    for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+        off_m, off_n = _tile_offsets(tile, M, N, BLOCK_M, 256, GROUP_M)
+        sa = _load_vec(sa_ptr, off_m + PART * ROWS, M, ROWS)
+        sb0 = _load_vec(sb_ptr, off_n, N, 128)
+        sb1 = _load_vec(sb_ptr, off_n + 128, N, 128)
+        bias0 = _load_vec(bias_ptr, off_n, N, 128) if HAS_BIAS else sb0
+        bias1 = _load_vec(bias_ptr, off_n + 128, N, 128) if HAS_BIAS else sb1
+        acc0 = gl.zeros([ROWS, 128], gl.float32, mma_layout)
+        acc1 = gl.zeros([ROWS, 128], gl.float32, mma_layout)
+        for i in range(K // BLOCK_K):
+            s = it % STAGES
+            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+            a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
+            w0 = _as_w_tile(w_smem.index(2 * s), 128, BLOCK_K, W_TILE)
+            w1 = _as_w_tile(w_smem.index(2 * s + 1), 128, BLOCK_K, W_TILE)
+            p = warpgroup_mma(a, w0, zero, use_acc=False, is_async=True)
+            p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+            acc0 = acc0 + p
+            p = warpgroup_mma(a, w1, zero, use_acc=False, is_async=True)
+            p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+            mbarrier.arrive(empty.index(s))
+            acc1 = acc1 + p
+            it += 1
+        _store(acc0, sa, sb0, bias0, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n, HAS_BIAS)
+        _store(acc1, sa, sb1, bias1, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n + 128, HAS_BIAS)
+    tma.store_wait(0)
 
 
 @gluon.jit
-def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K,
+def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M, N, K,
                             HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                             BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
-    pid = gl.program_id(0)
-    num_pid_m = gl.cdiv(M, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    # Grouped order, as in the portable kernel: GROUP_M row blocks sweep N together (L2 reuse).
-    group = GROUP_M * num_pid_n
-    first_m = (pid // group) * GROUP_M
-    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
-    off_m = (first_m + ((pid % group) % group_m)) * BLOCK_M
-    off_n = ((pid % group) // group_m) * BLOCK_N
-
+    # Persistent: program p takes tiles p, p + grid, ... (the launcher sizes the grid to the SMs).
+    # One program per SM for the whole GEMM means the producer loads the next tile while the
+    # consumers finish and store this one; with a program per tile, every wave paid its ring
+    # fill and its stores with the tensor cores idle (~8 us of a 33 us 128 x 256 x 4096 tile on
+    # H100, when all 132 SMs load and store at once).
     N_PARTS: gl.constexpr = BLOCK_N // 128 if BLOCK_N > 128 else 1  # W boxes per stage
     a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, BLOCK_N // N_PARTS // 16, 16 * BLOCK_K],
                                        w_desc.layout)
+    # One output staging tile per consumer (64 rows, up to 128 columns) for the TMA store.
+    c_smem = gl.allocate_shared_memory(c_desc.dtype, [BLOCK_M // 64, 64, BLOCK_N // N_PARTS], c_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for j in gl.static_range(STAGES):
@@ -200,28 +266,28 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, 
     if N_PARTS == 2:
         gl.static_assert(BLOCK_M == 128, "a 256-wide tile needs both consumers (check_config)")
         gl.warp_specialize([
-            (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
-                              off_n, 0, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
-            (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m,
-                              off_n, 1, HAS_BIAS, ROWS, BLOCK_K, STAGES)),
-            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
+            (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
+                              0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M)),
+            (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
+                              1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M)),
+            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS)),
         ], [4, 4], [232, 40])
     elif BLOCK_M == 128:
         gl.warp_specialize([
-            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
-                         0, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
-            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
-                         1, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
-            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
+            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
+                         0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M)),
+            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
+                         1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M)),
+            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS)),
         ], [4, 4], [232, 40])
     else:
         gl.warp_specialize([
-            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, K, off_m, off_n,
-                         0, HAS_BIAS, ROWS, BLOCK_N, BLOCK_K, STAGES)),
-            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, K, off_m, off_n,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, N_PARTS)),
+            (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
+                         0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M)),
+            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS)),
         ], [4], [40])
 
 
@@ -233,29 +299,34 @@ _A_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, ran
 _W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
 
 
-SMEM_BYTES = 200 * 1024  # the operand ring; Hopper gives a CTA 227 KB, the rest is barriers and slack
-
 
 def check_config(config: dict, K: int) -> None:
     bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
     # A 256-wide tile needs both consumers: on one (BLOCK_M 64) its two accumulator halves plus
     # the fresh sum leave no registers to spare (Triton 3.9 spills it).
     ok = bm in (64, 128) and ((bn in (64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128 and bm == 128))
-    if not ok or K % bk != 0 or not 2 <= stages <= 6 or stages * (bm + bn) * bk > SMEM_BYTES:
+    if not ok or K % bk != 0 or not 2 <= stages <= 6 or hopper_smem_bytes(config) > HOPPER_SMEM_BYTES:
         raise ValueError(
             f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (64, 128) with BLOCK_K in "
             f"(128, 256) or BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128, K % BLOCK_K == 0 (K={K}), 2 to 6 "
-            f"stages, and "
-            f"num_stages * (BLOCK_M + BLOCK_N) * BLOCK_K <= {SMEM_BYTES} bytes of shared memory"
+            f"stages, and num_stages * (BLOCK_M + BLOCK_N) * BLOCK_K + BLOCK_M * min(BLOCK_N, 128) * 2 "
+            f"<= {HOPPER_SMEM_BYTES} bytes of shared memory (the operand ring and the output staging tiles)"
         )
 
 
+@functools.lru_cache(maxsize=64)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
-           bias: Optional[torch.Tensor], out_dtype: torch.dtype) -> torch.Tensor:
+           bias: Optional[torch.Tensor], out_dtype: torch.dtype, programs: Optional[int] = None) -> torch.Tensor:
     """Run the kernel (sm_90, e4m3fn, 16-byte-aligned A and B); returns a fresh ``[M, N]`` tensor.
 
-    Host-built TMA descriptors travel by value in the kernel parameters, and the output comes
-    from the caching allocator: safe under CUDA-graph capture.
+    ``programs``: the persistent grid, one program per SM by default (tests set fewer, so that
+    small problems run several tiles per program). Host-built TMA descriptors travel by value in
+    the kernel parameters, and the output comes from the caching allocator: safe under CUDA-graph
+    capture.
     """
     M, K = A.shape
     N = B.shape[1]
@@ -266,9 +337,15 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     box_rows = min(bn, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
     w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [box_rows // 16, 16 * bk], _W_LAYOUT)
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
-    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+    c_cols = min(bn, 128)
+    c_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8 * out.element_size(), rank=2)
+    c_desc = TensorDescriptor(out, [M, N], [N, 1], [64, c_cols], c_layout)
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    if programs is not None and programs < 1:
+        raise ValueError(f"programs must be >= 1, got {programs}")
+    grid = (min(tiles, programs or _sm_count(A.device)),)
     _fp8_gemm_hopper_kernel[grid](
-        a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, out, M, N, K,
+        a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, c_desc, M, N, K,
         HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
         STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), num_warps=4,
     )

@@ -184,13 +184,18 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
     sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{layout.format(128)}>",
            # A 256-wide tile is loaded as two 128-row boxes (triton_fp8_hopper.launch).
            "w_desc": f"tensordesc<fp8e4nv[{min(bn, 128) // 16}, {16 * bk}],{layout.format(0)}>",
-           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16", "c_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32"}
+           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16",
+           # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
+           "c_desc": f"tensordesc<bf16[64, {min(bn, 128)}],{layout.format(128).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
+           "M": "i32", "N": "i32", "K": "i32"}
     const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8)
     sig.update({k: "constexpr" for k in const})
-    src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 5, 7, 8)})
+    src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 7, 8)})
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
     ptx = ck.asm["ptx"]
-    assert ptx.count("wgmma.mma_async") >= 2 and "cp.async.bulk.tensor" in ptx and "setmaxnreg" in ptx
+    assert ptx.count("wgmma.mma_async") >= 2 and "setmaxnreg" in ptx
+    assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::\w+\.global", ptx), "operands are not loaded by TMA"
+    assert "cp.async.bulk.tensor.2d.global.shared" in ptx, "the output is not stored by TMA"
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if os.path.exists(cuobjdump):
         cubin = tmp_path / "k.cubin"
@@ -294,6 +299,23 @@ def test_gpu_hopper_kernel(config, M, N):
     assert_close_to_truth(T.launch(config, *c.args), c, f"{config} M={M} N={N}")
     # The portable fallback would pass the numbers too: make sure the Gluon kernel ran.
     assert not T._hopper_failed, "the Gluon kernel failed and the portable kernel answered"
+    # Persistent programs: with fewer programs than tiles each one runs several, the ring's
+    # phases carrying over from tile to tile (3 does not divide the tile counts here, so
+    # programs end on different stages; 1 runs every tile through one ring).
+    for programs in (1, 3):
+        out = H.launch(config, *c.args, programs=programs)
+        assert_close_to_truth(out, c, f"{config} M={M} N={N} programs={programs}")
+
+
+@pytest.mark.gpu
+@gpu
+@needs_gluon
+def test_gpu_hopper_programs_must_be_positive():
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    c = make_case(64, 256, 256, torch.float8_e4m3fn, None, device="cuda", seed=0)
+    with pytest.raises(ValueError, match="programs must be >= 1"):
+        H.launch(C.make_hopper_config(64, 64, 128, 2), *c.args, programs=0)
 
 
 @pytest.mark.gpu

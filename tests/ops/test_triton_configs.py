@@ -66,13 +66,28 @@ def test_config_space_never_empty_and_holds_the_default(M, N, K, fast, hopper):
 @needs_gluon
 def test_hopper_check_config_names_the_rule():
     with pytest.raises(ValueError, match="shared memory"):
-        H.check_config(C.make_hopper_config(128, 128, 256, 4), 4096)  # 4 x 256 x 256 bytes > 200 KB
+        # 4 x 256 x 256 bytes of operands + 2 x 64 x 128 x 2 of output staging > 225 KB
+        H.check_config(C.make_hopper_config(128, 128, 256, 4), 4096)
     with pytest.raises(ValueError, match="K % BLOCK_K == 0"):
         H.check_config(C.make_hopper_config(128, 128, 256, 3), 4224)
     with pytest.raises(ValueError, match="BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128"):
         H.check_config(C.make_hopper_config(128, 256, 256, 2), 4096)
     with pytest.raises(ValueError, match="BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128"):
         H.check_config(C.make_hopper_config(64, 256, 128, 3), 4096)
+
+
+@needs_gluon
+def test_hopper_space_is_what_the_kernel_takes():
+    """``fits`` (what the tuner may time) and the kernel's own check agree on every Gluon config:
+    the output staging tiles count against shared memory in both."""
+    for cfg in C.hopper_configs():
+        try:
+            H.check_config(cfg, 8192)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert C.fits(cfg, 8192, 8192) == accepted, cfg
+        assert C.hopper_smem_bytes(cfg) > cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"]
 
 
 def test_m_bucket():
