@@ -314,6 +314,12 @@ def check_config(config: dict, K: int) -> None:
         )
 
 
+@functools.lru_cache(maxsize=None)
+def _c_layout(bits: int):
+    # The output staging tile, 128-byte swizzled: conflict-free writes from the accumulator layout.
+    return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=bits, rank=2)
+
+
 @functools.lru_cache(maxsize=64)
 def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -338,8 +344,7 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [box_rows // 16, 16 * bk], _W_LAYOUT)
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
     c_cols = min(bn, 128)
-    c_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8 * out.element_size(), rank=2)
-    c_desc = TensorDescriptor(out, [M, N], [N, 1], [64, c_cols], c_layout)
+    c_desc = TensorDescriptor(out, [M, N], [N, 1], [64, c_cols], _c_layout(8 * out.element_size()))
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     if programs is not None and programs < 1:
         raise ValueError(f"programs must be >= 1, got {programs}")
