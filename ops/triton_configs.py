@@ -120,9 +120,8 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
       for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128: 64 x 64 to
       N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
       128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages) to 32768, 128 x 128
-      beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond (a 128 x 256 tile
-      halves the L2 traffic per FLOP of 128 x 128; with fewer, longer tiles the persistent
-      kernel's last wave is the less even) (``benchmarks/results/h100_sweep_hopper_tma.json``).
+      beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond; where the other
+      won, it was by at most 5% (``benchmarks/results/h100_sweep_hopper_tma.json``).
     - Elsewhere, M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles
       (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above.
     - M <= 256, A through TMA. Promoted: 64 x 128 x 256 tiles on 4 warps up to N = 8192,

@@ -26,8 +26,10 @@ promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
    first while the second runs, and releases the stage; the two consumers drift out of phase,
    so one's adds overlap the other's tensor-core work.
 3. The tile's fixed costs. With a program per tile, every wave of 132 SMs filled its ring and
-   stored its output at the same moment, with the tensor cores idle: ~4 us of a 128 x 256 x 4096
-   tile's ~31 us on H100 (fitted from K = 4096 against K = 28672 runs). So the kernel is
+   stored its output at the same moment, with the tensor cores idle: ~8 us of a 128 x 256 x 4096
+   tile's ~33 us on H100 (4096^3 took 131.7 us in 4 waves, while 8192 x 28672 at M = 1024 took
+   350 us in 2 waves of 7x longer tiles: ~25 us of main loop per K = 4096;
+   ``benchmarks/results/h100_sweep_hopper_wide.json``). So the kernel is
    persistent (one program per SM walks tiles ``pid, pid + grid, ...``; the producer fills the
    ring for the next tile while the consumers finish this one), the scales and bias are loaded
    when a tile starts (they arrive during the main loop), and the output leaves through a
@@ -246,8 +248,7 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M,
     # Persistent: program p takes tiles p, p + grid, ... (the launcher sizes the grid to the SMs).
     # One program per SM for the whole GEMM means the producer loads the next tile while the
     # consumers finish and store this one; with a program per tile, every wave paid its ring
-    # fill and its stores with the tensor cores idle (~8 us of a 33 us 128 x 256 x 4096 tile on
-    # H100, when all 132 SMs load and store at once).
+    # fill and its stores with the tensor cores idle (module docstring, point 3).
     N_PARTS: gl.constexpr = BLOCK_N // 128 if BLOCK_N > 128 else 1  # W boxes per stage
     a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, BLOCK_N // N_PARTS // 16, 16 * BLOCK_K],
