@@ -145,11 +145,22 @@ class _Set:
     W16: Optional[torch.Tensor] = None
 
 
+def rotation(M: int, N: int, K: int, l2_bytes: int) -> int:
+    """How many input sets the timed calls rotate through: enough that the bytes one FP8 call
+    touches (A, W, out), over all sets, reach 3x L2, so no call finds its weight in cache.
+
+    Sized by the FP8 call alone: the bf16 copies some sets also carry are never touched by it.
+    (Counting them once made 4096 x 4096 rotate over 2 sets, 34 MB of weights, inside H100's
+    50 MB L2, and flattered both sides' no-bias times at M <= 64.)
+    """
+    per_call = M * K + N * K + 2 * M * N
+    return max(2, min(32, math.ceil(3 * l2_bytes / per_call)))
+
+
 def _make_sets(M, N, K, fp8, bias: bool, device, l2_bytes: int, with_bf16: bool) -> list[_Set]:
     from hipbmm_inductor import prepack_weight
 
-    per_set = M * K + N * K + 2 * M * N + (4 * (M * K + N * K) if with_bf16 else 0)
-    n_sets = max(2, min(32, math.ceil(3 * l2_bytes / per_set)))
+    n_sets = rotation(M, N, K, l2_bytes)
     sets = []
     for _ in range(n_sets):
         # Fresh random data spread over the fp8 range (never zeros: they run faster, METHOD.md).

@@ -50,3 +50,21 @@ def test_plot_writes_png(tmp_path):
     path = tmp_path / "b.png"
     bench.plot(_result(), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("N,K", [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (10240, 8192),
+                                 (8192, 8192), (57344, 8192), (8192, 28672)])
+@pytest.mark.parametrize("M", [1, 16, 64, 256, 1024, 4096])
+def test_rotation_exceeds_three_l2s_of_fp8_bytes(M, N, K):
+    """Every suite point's timed calls rotate over at least 3x H100's 50 MB L2 of the bytes
+    an FP8 call touches: a weight is never still cached from its last use."""
+    l2 = 50 << 20
+    n = bench.rotation(M, N, K, l2)
+    assert 2 <= n <= 32
+    assert n * (M * K + N * K + 2 * M * N) >= 3 * l2
+
+
+def test_rotation_is_sized_by_the_fp8_call_only():
+    # 4096 x 4096 at M = 1: 16.8 MB per call -> 10 sets (168 MB), where counting the bf16 copies
+    # as well had given 2 sets (34 MB, inside L2).
+    assert bench.rotation(1, 4096, 4096, 50 << 20) == 10
