@@ -89,8 +89,8 @@ class TritonBackend:
     def is_fast(self, device: torch.device) -> bool:
         # NOTE: False everywhere, on purpose. H100, benchmarks/results/h100_suite.json (Llama-3
         # 8B/70B suite, CUDA graphs, vs torch._scaled_mm rowwise in the same run, promoted):
-        # geomean x1.196, x1.31 at M <= 64 (decode), x1.08 at M = 256, x1.10 at M >= 1024, no point
-        # below x0.9 (worst x0.93), but only with the sm_90 Gluon kernel on a validated Triton; the
+        # geomean x1.19, x1.32 at M <= 64 (decode), x1.07 at M = 256, x1.08 at M >= 1024, no point
+        # below x0.9 (worst x0.95), but only with the sm_90 Gluon kernel on a validated Triton; the
         # portable kernel elsewhere (other GPUs, other Tritons) is slower than cuBLASLt above
         # M = 64 (docs/benchmarks.md). Until `auto` can tell those apart per device and the
         # suite target is met, the pass routes here only when the user names the backend

@@ -99,9 +99,10 @@ def hopper_configs() -> list[dict]:
     """Every config the sm_90 Gluon kernel takes (``triton_fp8_hopper.check_config``), 2 to 4 stages."""
     return [make_hopper_config(bm, bn, bk, stages)
             for bm in (64, 128)
-            for bn in ((64, 128) if bm == 64 else (64, 128, 256))
+            for bn in ((32, 64, 128) if bm == 64 else (64, 128, 256))
             for bk in ((128, 256) if bn <= 128 else (128,))
-            for stages in (2, 3, 4)]
+            # 32-wide tiles are for narrow weights at decode: deep rings keep their bytes in flight.
+            for stages in ((4, 6) if bn == 32 else (2, 3, 4))]
 
 
 def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
@@ -115,8 +116,9 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
       bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at N = 4096.
     - On sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every 128
       products (with fast accumulation too, up to M = 128 and at M = 256 for N <= 4096 or
-      K > 8192, where it beats the unpromoted portable kernel) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 64 x 256,
-      4 stages, up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
+      K > 8192, where it beats the unpromoted portable kernel) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
+      6 stages, up to N = 4096 (4096 x 4096: 9.4 vs 9.8 us; 4096 x 14336: 25.0 vs 26.6;
+      ``h100_sweep_hopper_narrow.json``), 64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
       for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128: 64 x 64 to
       N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
       128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages) to 32768, 128 x 128
@@ -145,7 +147,13 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     if use_hopper:
         bk = 256 if K % 256 == 0 else 128
         if b <= 64:
-            cfg = make_hopper_config(64, 128, bk, 3) if N > 8192 else make_hopper_config(64, 64, bk, 4)
+            if N > 8192:
+                cfg = make_hopper_config(64, 128, bk, 3)
+            elif N <= 4096:
+                # 64 tiles of 64 columns would leave half the SMs idle; 32 columns, 6 deep.
+                cfg = make_hopper_config(64, 32, bk, 6)
+            else:
+                cfg = make_hopper_config(64, 64, bk, 4)
         elif b <= 128:
             if N <= 4096:
                 cfg = make_hopper_config(64, 64, bk, 4)

@@ -305,10 +305,10 @@ def check_config(config: dict, K: int) -> None:
     bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
     # A 256-wide tile needs both consumers: on one (BLOCK_M 64) its two accumulator halves plus
     # the fresh sum leave no registers to spare (Triton 3.9 spills it).
-    ok = bm in (64, 128) and ((bn in (64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128 and bm == 128))
+    ok = bm in (64, 128) and ((bn in (32, 64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128 and bm == 128))
     if not ok or K % bk != 0 or not 2 <= stages <= 6 or hopper_smem_bytes(config) > HOPPER_SMEM_BYTES:
         raise ValueError(
-            f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (64, 128) with BLOCK_K in "
+            f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (32, 64, 128) with BLOCK_K in "
             f"(128, 256) or BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128, K % BLOCK_K == 0 (K={K}), 2 to 6 "
             f"stages, and num_stages * (BLOCK_M + BLOCK_N) * BLOCK_K + BLOCK_M * min(BLOCK_N, 128) * 2 "
             f"<= {HOPPER_SMEM_BYTES} bytes of shared memory (the operand ring and the output staging tiles)"
@@ -316,9 +316,10 @@ def check_config(config: dict, K: int) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _c_layout(bits: int):
-    # The output staging tile, 128-byte swizzled: conflict-free writes from the accumulator layout.
-    return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=bits, rank=2)
+def _c_layout(bits: int, cols: int):
+    # The output staging tile, swizzled as wide as its rows (at most 128 bytes): conflict-free
+    # writes from the accumulator layout.
+    return gl.NVMMASharedLayout(swizzle_byte_width=min(128, cols * bits // 8), element_bitwidth=bits, rank=2)
 
 
 @functools.lru_cache(maxsize=64)
@@ -345,7 +346,7 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [box_rows // 16, 16 * bk], _W_LAYOUT)
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
     c_cols = min(bn, 128)
-    c_desc = TensorDescriptor(out, [M, N], [N, 1], [64, c_cols], _c_layout(8 * out.element_size()))
+    c_desc = TensorDescriptor(out, [M, N], [N, 1], [64, c_cols], _c_layout(8 * out.element_size(), c_cols))
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     if programs is not None and programs < 1:
         raise ValueError(f"programs must be >= 1, got {programs}")

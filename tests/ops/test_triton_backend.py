@@ -172,7 +172,7 @@ def test_hopper_config_refused_off_sm90():
 
 @needs_gluon
 @pytest.mark.parametrize("bm,bn,bk,stages", [(128, 128, 256, 3), (64, 64, 256, 4), (128, 64, 128, 4), (128, 256, 128, 4),
-                                             (64, 128, 256, 3)])
+                                             (64, 128, 256, 3), (64, 32, 256, 6)])
 def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
     """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
     wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
@@ -186,7 +186,7 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
            "w_desc": f"tensordesc<fp8e4nv[{min(bn, 128) // 16}, {16 * bk}],{layout.format(0)}>",
            "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16",
            # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
-           "c_desc": f"tensordesc<bf16[64, {min(bn, 128)}],{layout.format(128).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
+           "c_desc": f"tensordesc<bf16[64, {min(bn, 128)}],{layout.format(min(128, 2 * bn)).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
            "M": "i32", "N": "i32", "K": "i32"}
     const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8)
     sig.update({k: "constexpr" for k in const})
@@ -318,8 +318,8 @@ def test_gpu_split_k_per_call_workspace():
 @needs_gluon
 @pytest.mark.parametrize("config", [C.make_hopper_config(64, 64, 256, 4), C.make_hopper_config(128, 64, 256, 4),
                                     C.make_hopper_config(128, 128, 256, 3), C.make_hopper_config(64, 128, 128, 2),
-                                    C.make_hopper_config(128, 256, 128, 4)],
-                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128"])
+                                    C.make_hopper_config(128, 256, 128, 4), C.make_hopper_config(64, 32, 256, 6)],
+                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x32x256"])
 @pytest.mark.parametrize("M,N", [(17, 80), (200, 512), (333, 1040)])
 def test_gpu_hopper_kernel(config, M, N):
     """The sm_90 Gluon kernel: ragged M and N blocks (TMA reads zeros past the edges, the store
