@@ -11,6 +11,7 @@ Also measures host overhead per call (M = 1) of: the whole op, the bare launcher
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import time
@@ -18,7 +19,7 @@ import time
 import torch
 
 import hipbmm_inductor as hi
-from hipbmm_inductor.bench import _make_sets, copy_bandwidth, time_graph
+from hipbmm_inductor.bench import _make_sets, copy_bandwidth, time_graph, time_graphs
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 
@@ -81,6 +82,10 @@ def host_overhead(device) -> dict:
     return out
 
 
+def _launch(cfg, sets, fast, i):
+    return T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b, None, torch.bfloat16, fast_accum=fast)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shapes", default="4096,4096;28672,4096;4096,14336")
@@ -93,7 +98,13 @@ def main() -> None:
     p.add_argument("--space", choices=("sweep", "production", "hopper"), default="sweep",
                    help="'production': the tuner's config_space (with the sm_90 Gluon configs where they run); "
                         "'hopper': every sm_90 Gluon config, at any M")
+    p.add_argument("--block-m", default=None,
+                   help="only configs with these BLOCK_M values, e.g. '64' (comma-separated)")
+    p.add_argument("--interleave", action="store_true",
+                   help="time all configs and the baseline taking turns (as bench does): for long, "
+                        "power-limited GEMMs, where clocks drift between back-to-back timings")
     args = p.parse_args()
+    block_m = None if args.block_m is None else {int(b) for b in args.block_m.split(",")}
     dev = torch.device("cuda")
     hi.set_backend("triton")
     l2 = torch.cuda.get_device_properties(dev).L2_cache_size
@@ -111,9 +122,10 @@ def main() -> None:
             sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
             n = len(sets)
             fast = args.accumulation == "fast"  # like with like: the vendor's fast accumulation, or not
-            base = time_graph(lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
-                                                         out_dtype=torch.bfloat16, use_fast_accum=fast),
-                              n, target_ms=0.5, repeats=5)
+            base_call = lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a,  # noqa: E731
+                                                   sets[i].scale_b, out_dtype=torch.bfloat16, use_fast_accum=fast)
+            if not args.interleave:
+                base = time_graph(base_call, n, target_ms=0.5, repeats=5)
             ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
             heur = C.heuristic_config(M, N, K, fast)
             rows = []
@@ -126,6 +138,8 @@ def main() -> None:
                 heur = C.heuristic_config(M, N, K, fast, T.hopper_path(dev, torch.float8_e4m3fn))
             else:
                 space = candidates(M, N, K, not fast)
+            if block_m is not None:
+                space = [c for c in space if c["BLOCK_M"] in block_m]
             for cfg in space + ([heur] if heur not in space else []):
                 try:
                     out = T.launch(cfg, sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b, None, torch.bfloat16,
@@ -134,12 +148,15 @@ def main() -> None:
                     if not err < 1e-2:
                         print("  BAD", cfg, err, flush=True)
                         continue
-                    us = time_graph(lambda i: T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b,
-                                                       None, torch.bfloat16, fast_accum=fast),
-                                    n, target_ms=0.5, repeats=5)
-                    rows.append((us, cfg))
+                    call = functools.partial(_launch, cfg, sets, fast)
+                    rows.append((time_graph(call, n, target_ms=0.5, repeats=5) if not args.interleave else call, cfg))
                 except Exception as e:  # out of resources etc.: skip the config, say why
                     print("  FAIL", cfg, type(e).__name__, str(e)[:120], flush=True)
+            if args.interleave:
+                # Every config and the baseline take turns, replay by replay: a long GEMM runs at
+                # the power limit, and clocks that drift between configs would rank the drift.
+                base, *times = time_graphs([base_call] + [call for call, _ in rows], n, target_ms=2.0, repeats=9)
+                rows = [(us, cfg) for us, (_, cfg) in zip(times, rows)]
             if T._hopper_failed:
                 raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             rows.sort(key=lambda r: r[0])

@@ -84,10 +84,11 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
                 for stages in (3, 4):
                     for swap in ((0, 1) if fast_accum else (0,)):
                         out.append(make_config(bm, bn, bk, warps, stages, swap_ab=swap, a_tma=1))
-    if hopper and b > 16:
+    if hopper:
         # The warp-specialised Gluon kernel beat every portable config here once promoted, and
         # many unpromoted ones at M <= 256 (it promotes regardless: never less exact than asked).
-        out += hopper_configs()
+        # At M <= 16 a 128-row tile only doubles the tensor-core work of a weight stream.
+        out += [c for c in hopper_configs() if b > 16 or c["BLOCK_M"] == 64]
     out = [c for c in out if fits(c, N, K)]
     # Odd shapes (K % 64 != 0, tiny N) may fit nothing above: the heuristic, shrunk to fit, is
     # always one candidate, so the tuner has a default to keep.
@@ -96,13 +97,14 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
 
 
 def hopper_configs() -> list[dict]:
-    """Every config the sm_90 Gluon kernel takes (``triton_fp8_hopper.check_config``), 2 to 4 stages."""
+    """Every config the sm_90 Gluon kernel takes (``triton_fp8_hopper.check_config``), 2 to 4 stages
+    (6 for the 64-row tiles at most 64 wide)."""
     return [make_hopper_config(bm, bn, bk, stages)
             for bm in (64, 128)
             for bn in ((32, 64, 128) if bm == 64 else (64, 128, 256))
             for bk in ((128, 256) if bn <= 128 else (128,))
-            # 32-wide tiles are for narrow weights at decode: deep rings keep their bytes in flight.
-            for stages in ((4, 6) if bn == 32 else (2, 3, 4))]
+            # Narrow tiles are for weight streams at decode: deep rings keep their bytes in flight.
+            for stages in ((4, 6) if bn == 32 else (3, 4, 6) if bm == 64 and bn == 64 else (2, 3, 4))]
 
 
 def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
@@ -133,20 +135,29 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     """
     b = m_bucket(M)
     wide = N > 8192
-    if b <= 16:
+    use_hopper = hopper and K % 128 == 0 and N >= 64 and not (16 < b <= 64 and N > 16384 and K <= 4096)
+    if b <= 16 and not use_hopper:
         bn = 128 if wide else 64
         split_k = 1
         while split_k < 4 and (N // bn) * split_k * 2 <= 256 + (N // bn) // 2:
             split_k *= 2
         return _shrink_to(make_config(16, bn, 128, 4, 4, split_k=split_k), N, K)
-    use_hopper = hopper and K % 128 == 0 and N >= 64 and not (b <= 64 and N > 16384 and K <= 4096)
     if fast_accum:
         # Unpromoted, the portable swapped tiles win above M = 128 except on narrow or deep
         # weights (h100_suite.json vs h100_suite_fast.json, M = 256).
         use_hopper = use_hopper and (b <= 128 or (b <= 256 and (N <= 4096 or K > 8192)))
     if use_hopper:
         bk = 256 if K % 256 == 0 else 128
-        if b <= 64:
+        if b <= 16:
+            # A pure weight stream (h100_sweep_hopper_decode.json): as below, but 64-wide tiles
+            # for N > 16384 (57344 x 8192: 155.8 vs 159.0 us at M = 1).
+            if N <= 4096:
+                cfg = make_hopper_config(64, 32, bk, 6)
+            elif 8192 < N <= 16384:
+                cfg = make_hopper_config(64, 128, bk, 3)
+            else:
+                cfg = make_hopper_config(64, 64, bk, 4)
+        elif b <= 64:
             if N > 8192:
                 cfg = make_hopper_config(64, 128, bk, 3)
             elif N <= 4096:

@@ -60,7 +60,7 @@ from triton.runtime.jit import constexpr_function
 
 from .triton_configs import HOPPER_SMEM_BYTES, hopper_smem_bytes
 
-__all__ = ["launch", "check_config"]
+__all__ = ["launch", "check_config", "a_boxes"]
 
 @constexpr_function
 def _w_tile_layout(block_n, block_k):
@@ -108,8 +108,12 @@ def _tile_offsets(tile, M, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROU
 @gluon.jit
 def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-              GROUP_M: gl.constexpr, N_PARTS: gl.constexpr):
-    nbytes: gl.constexpr = (BLOCK_M + BLOCK_N) * BLOCK_K
+              GROUP_M: gl.constexpr, N_PARTS: gl.constexpr, A_BOX: gl.constexpr, A_BOXES: gl.constexpr):
+    # A_BOXES boxes of A_BOX rows per 128-byte K chunk of A: one of BLOCK_M rows, or, when M is
+    # smaller, boxes of 8 or 16 rows up to M (a_boxes). Tile rows past them are never written and feed
+    # only output rows that are not stored.
+    nbytes: gl.constexpr = (A_BOX * A_BOXES + BLOCK_N) * BLOCK_K
+    A_CHUNKS: gl.constexpr = BLOCK_K // 128
     GROUPS: gl.constexpr = BLOCK_N // N_PARTS // 16  # 16-row groups per W box
     num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
     it = 0  # stages filled so far, over all of this program's tiles: the ring's position
@@ -121,7 +125,10 @@ def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
             # the ring passes without waiting.
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
             mbarrier.expect(ready.index(s), nbytes)
-            _tma_load(a_desc, [off_m, i * BLOCK_K], ready.index(s), a_smem.index(s))
+            for c in gl.static_range(A_CHUNKS):
+                for j in gl.static_range(A_BOXES):
+                    _tma_load(a_desc, [off_m + j * A_BOX, i * BLOCK_K + c * 128], ready.index(s),
+                              a_smem.index(s * A_CHUNKS + c).slice(j * A_BOX, A_BOX, dim=0))
             for h in gl.static_range(N_PARTS):
                 _tma_load(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
                           w_smem.index(s * N_PARTS + h))
@@ -140,7 +147,18 @@ def _load_vec(ptr, off, n, SIZE: gl.constexpr):
 
 
 @gluon.jit
-def _store(acc, sa, sb, bias, c_desc, c_buf, off_m, off_n, HAS_BIAS: gl.constexpr):
+def _a_tile(a_smem, s, k0: gl.constexpr, width: gl.constexpr, PART: gl.constexpr, ROWS: gl.constexpr,
+            A_CHUNKS: gl.constexpr):
+    """Columns ``k0 .. k0 + width`` of this consumer's rows of stage ``s``'s A tile, which is
+    held as one buffer per 128-byte K chunk (the producer's boxes)."""
+    buf = a_smem.index(s * A_CHUNKS + k0 // 128).slice(PART * ROWS, ROWS, dim=0)
+    if width < 128:
+        buf = buf.slice(k0 % 128, width, dim=1)
+    return buf
+
+
+@gluon.jit
+def _store(acc, sa, sb, bias, c_desc, c_buf, off_m, off_n, HAS_BIAS: gl.constexpr, C_BOXES: gl.constexpr):
     """The epilogue: scale, add the bias, round, and hand the tile to the copy engine through
     ``c_buf`` (TMA clips rows and columns past the edges). The consumer goes on to its next
     tile while the copy drains; it waits only before reusing ``c_buf``."""
@@ -156,19 +174,28 @@ def _store(acc, sa, sb, bias, c_desc, c_buf, off_m, off_n, HAS_BIAS: gl.constexp
     tma.store_wait(0)
     c_buf.store(out.to(c_desc.dtype))
     fence_async_shared()
-    _tma_store(c_desc, [off_m, off_n], c_buf)
+    # The rows of A that were loaded, in boxes like A's (the copy engine spends time on box
+    # rows past M even though it writes none).
+    C_BOX: gl.constexpr = c_desc.block_type.shape[0]
+    if C_BOX == 64:
+        _tma_store(c_desc, [off_m, off_n], c_buf)
+    else:
+        for j in gl.static_range(C_BOXES):
+            _tma_store(c_desc, [off_m + j * C_BOX, off_n], c_buf.slice(j * C_BOX, C_BOX, dim=0))
 
 
 @gluon.jit
 def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
               PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+              C_BOXES: gl.constexpr):
     """BLOCK_N <= 128: two 128-product chains per stage, the second running while the first
     is added into the accumulator."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
     HALF: gl.constexpr = BLOCK_K // 2  # the promotion interval, in products
     W_HALF: gl.constexpr = _w_tile_layout(BLOCK_N, HALF)
+    A_CHUNKS: gl.constexpr = BLOCK_K // 128
     zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
     num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
     it = 0
@@ -181,14 +208,15 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_
         for i in range(K // BLOCK_K):
             s = it % STAGES
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-            a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
             ws = w_smem.index(s)
             # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
             # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
             w0 = _as_w_tile(ws.slice(0, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
             w1 = _as_w_tile(ws.slice(16 * HALF, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
-            p0 = warpgroup_mma(a.slice(0, HALF, dim=1), w0, zero, use_acc=False, is_async=True)
-            p1 = warpgroup_mma(a.slice(HALF, HALF, dim=1), w1, zero, use_acc=False, is_async=True)
+            a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
+            a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
+            p0 = warpgroup_mma(a0, w0, zero, use_acc=False, is_async=True)
+            p1 = warpgroup_mma(a1, w1, zero, use_acc=False, is_async=True)
             p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
             acc = acc + p0  # runs while p1's chain is on the tensor cores
             p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
@@ -196,14 +224,14 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_
             acc = acc + p1
             it += 1
         # The producer is already filling the ring with the next tile meanwhile.
-        _store(acc, sa, sb, bias, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n, HAS_BIAS)
+        _store(acc, sa, sb, bias, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n, HAS_BIAS, C_BOXES)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                    PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-                   BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+                   BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, C_BOXES: gl.constexpr):
     """BLOCK_N = 256 as two 128-column halves, one chain of BLOCK_K (128) products each per stage:
     a 64 x 256 accumulator plus one fresh 64 x 128 sum fits the register budget (two fresh sums
     would not), and the 128 x 256 tile halves the L2 traffic per FLOP of 128 x 128."""
@@ -225,7 +253,7 @@ def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_des
         for i in range(K // BLOCK_K):
             s = it % STAGES
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-            a = a_smem.index(s).slice(PART * ROWS, ROWS, dim=0)
+            a = _a_tile(a_smem, s, 0, BLOCK_K, PART, ROWS, 1)  # BLOCK_K is 128 here: one chunk
             w0 = _as_w_tile(w_smem.index(2 * s), 128, BLOCK_K, W_TILE)
             w1 = _as_w_tile(w_smem.index(2 * s + 1), 128, BLOCK_K, W_TILE)
             p = warpgroup_mma(a, w0, zero, use_acc=False, is_async=True)
@@ -236,21 +264,24 @@ def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_des
             mbarrier.arrive(empty.index(s))
             acc1 = acc1 + p
             it += 1
-        _store(acc0, sa, sb0, bias0, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n, HAS_BIAS)
-        _store(acc1, sa, sb1, bias1, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n + 128, HAS_BIAS)
+        _store(acc0, sa, sb0, bias0, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n, HAS_BIAS, C_BOXES)
+        _store(acc1, sa, sb1, bias1, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n + 128, HAS_BIAS, C_BOXES)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M, N, K,
                             HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                            BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):
+                            BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+                            A_BOX: gl.constexpr, A_BOXES: gl.constexpr):
     # Persistent: program p takes tiles p, p + grid, ... (the launcher sizes the grid to the SMs).
     # One program per SM for the whole GEMM means the producer loads the next tile while the
     # consumers finish and store this one; with a program per tile, every wave paid its ring
     # fill and its stores with the tensor cores idle (module docstring, point 3).
     N_PARTS: gl.constexpr = BLOCK_N // 128 if BLOCK_N > 128 else 1  # W boxes per stage
-    a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
+    # A: one [BLOCK_M, 128] buffer per 128-byte K chunk (the 128-byte swizzle's width), each
+    # filled by its own boxes, so that boxes of fewer rows than BLOCK_M land in place.
+    a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES * (BLOCK_K // 128), BLOCK_M, 128], a_desc.layout)
     w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, BLOCK_N // N_PARTS // 16, 16 * BLOCK_K],
                                        w_desc.layout)
     # One output staging tile per consumer (64 rows, up to 128 columns) for the TMA store.
@@ -261,6 +292,11 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M,
         mbarrier.init(ready.index(j), count=1)
         mbarrier.init(empty.index(j), count=BLOCK_M // 64)  # one arrival per consumer
     ROWS: gl.constexpr = 64
+    # Output boxes per consumer: those of A's boxes that hold its rows (none for a consumer
+    # whose rows all lie past M), or its one 64-row box.
+    PER: gl.constexpr = 64 // A_BOX if A_BOX < 64 else 1
+    C0: gl.constexpr = A_BOXES if A_BOXES < PER else PER
+    C1: gl.constexpr = A_BOXES - PER if A_BOXES > PER else 0
     # 232 registers per consumer thread (one or two 64-row warpgroups), 40 for the copy warps:
     # within the 64K registers of an SM, and room for the accumulator plus the fresh sums.
     # (Gluon takes the partitions as literal (function, args) pairs, hence three spellings.)
@@ -268,27 +304,27 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M,
         gl.static_assert(BLOCK_M == 128, "a 256-wide tile needs both consumers (check_config)")
         gl.warp_specialize([
             (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
-                              0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M)),
+                              0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M, C0)),
             (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
-                              1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M)),
+                              1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M, C1)),
             (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS)),
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4, 4], [232, 40])
     elif BLOCK_M == 128:
         gl.warp_specialize([
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
-                         0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M)),
+                         0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C0)),
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
-                         1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M)),
+                         1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C1)),
             (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS)),
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4, 4], [232, 40])
     else:
         gl.warp_specialize([
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
-                         0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M)),
+                         0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C0)),
             (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS)),
+                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4], [40])
 
 
@@ -322,6 +358,23 @@ def _c_layout(bits: int, cols: int):
     return gl.NVMMASharedLayout(swizzle_byte_width=min(128, cols * bits // 8), element_bitwidth=bits, rank=2)
 
 
+def a_boxes(M: int, block_m: int) -> tuple[int, int]:
+    """How A's tile is loaded, per 128-byte K chunk: ``(rows per TMA box, boxes)``.
+
+    One box of ``BLOCK_M`` rows when M fills it; otherwise boxes of 8 rows (16 past 64 rows,
+    so that there are at most 8) up to M. A box row past M reads nothing, but the copy engine
+    still spends time on it: with 64-row boxes at M = 1 the H100 took 13.0 us for 4096 x 4096
+    and 35.9 us for 4096 x 14336, against 9.6 and 25.2 us with A padded to 64 rows
+    (``benchmarks/results/h100_a_boxes.json``). Box sizes must be powers of two, and 8 rows is
+    the 128-byte swizzle's period, so the boxes land at aligned offsets. This bounds the waste
+    at 7 rows (15 past 64) and the kernel's variants at 8 per config.
+    """
+    if M >= block_m:
+        return block_m, 1
+    box = 8 if M <= 64 else 16
+    return box, -(-M // box)
+
+
 @functools.lru_cache(maxsize=64)
 def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -341,12 +394,13 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     check_config(config, K)
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
-    a_desc = TensorDescriptor(A, [M, K], [K, 1], [bm, bk], _A_LAYOUT)
+    a_box, a_n = a_boxes(M, bm)
+    a_desc = TensorDescriptor(A, [M, K], [K, 1], [a_box, 128], _A_LAYOUT)
     box_rows = min(bn, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
     w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [box_rows // 16, 16 * bk], _W_LAYOUT)
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
     c_cols = min(bn, 128)
-    c_desc = TensorDescriptor(out, [M, N], [N, 1], [64, c_cols], _c_layout(8 * out.element_size(), c_cols))
+    c_desc = TensorDescriptor(out, [M, N], [N, 1], [min(64, a_box), c_cols], _c_layout(8 * out.element_size(), c_cols))
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     if programs is not None and programs < 1:
         raise ValueError(f"programs must be >= 1, got {programs}")
@@ -354,6 +408,6 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     _fp8_gemm_hopper_kernel[grid](
         a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, c_desc, M, N, K,
         HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), num_warps=4,
+        STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), A_BOX=a_box, A_BOXES=a_n, num_warps=4,
     )
     return out

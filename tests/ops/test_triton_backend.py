@@ -171,9 +171,12 @@ def test_hopper_config_refused_off_sm90():
 
 
 @needs_gluon
-@pytest.mark.parametrize("bm,bn,bk,stages", [(128, 128, 256, 3), (64, 64, 256, 4), (128, 64, 128, 4), (128, 256, 128, 4),
-                                             (64, 128, 256, 3), (64, 32, 256, 6)])
-def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
+@pytest.mark.parametrize("bm,bn,bk,stages,m", [(128, 128, 256, 3, 128), (64, 64, 256, 4, 64), (128, 64, 128, 4, 128),
+                                               (128, 256, 128, 4, 128), (64, 128, 256, 3, 64), (64, 32, 256, 6, 64),
+                                               # M below BLOCK_M: 8-row boxes up to M
+                                               (64, 32, 256, 6, 1), (64, 128, 256, 3, 20), (128, 256, 128, 4, 72),
+                                               (128, 128, 256, 3, 40)])
+def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
     """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
     wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
     spills (a spill of the accumulators would cost more than the kernel saves)."""
@@ -181,14 +184,15 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, tmp_path):
     from triton.experimental.gluon._runtime import GluonASTSource
 
     layout = "NVMMASharedLayout(swizzle_byte_width={}, element_bitwidth=8, rank=2, transposed=False, fp4_padded=False, cga_layout=[])"
-    sig = {"a_desc": f"tensordesc<fp8e4nv[{bm}, {bk}],{layout.format(128)}>",
+    a_box, a_n = H.a_boxes(m, bm)
+    sig = {"a_desc": f"tensordesc<fp8e4nv[{a_box}, 128],{layout.format(128)}>",  # boxes per 128 bytes of K
            # A 256-wide tile is loaded as two 128-row boxes (triton_fp8_hopper.launch).
            "w_desc": f"tensordesc<fp8e4nv[{min(bn, 128) // 16}, {16 * bk}],{layout.format(0)}>",
            "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16",
            # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
-           "c_desc": f"tensordesc<bf16[64, {min(bn, 128)}],{layout.format(min(128, 2 * bn)).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
+           "c_desc": f"tensordesc<bf16[{min(64, a_box)}, {min(bn, 128)}],{layout.format(min(128, 2 * bn)).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
            "M": "i32", "N": "i32", "K": "i32"}
-    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8)
+    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8, A_BOX=a_box, A_BOXES=a_n)
     sig.update({k: "constexpr" for k in const})
     src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 7, 8)})
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -320,10 +324,11 @@ def test_gpu_split_k_per_call_workspace():
                                     C.make_hopper_config(128, 128, 256, 3), C.make_hopper_config(64, 128, 128, 2),
                                     C.make_hopper_config(128, 256, 128, 4), C.make_hopper_config(64, 32, 256, 6)],
                          ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x32x256"])
-@pytest.mark.parametrize("M,N", [(17, 80), (200, 512), (333, 1040)])
+@pytest.mark.parametrize("M,N", [(1, 80), (9, 512), (17, 80), (64, 1040), (100, 512), (200, 512), (333, 1040)])
 def test_gpu_hopper_kernel(config, M, N):
     """The sm_90 Gluon kernel: ragged M and N blocks (TMA reads zeros past the edges, the store
-    masks them), both bias dtypes; error within the promoted (fp32) bound."""
+    masks them), M below BLOCK_M (A and the output in 8- or 16-row boxes, tile rows past them
+    never loaded), both bias dtypes; error within the promoted (fp32) bound."""
     if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
         pytest.skip("needs sm_90")
     bias = torch.bfloat16 if M % 2 else torch.float32
