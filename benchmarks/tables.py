@@ -1,6 +1,8 @@
-"""Markdown tables for docs/benchmarks.md from a ``bench`` JSON file.
+"""Markdown tables for docs/benchmarks.md from a ``bench`` JSON file; with several files (runs
+of the same code), one row per run: how far the suite's figures move between runs.
 
     python benchmarks/tables.py benchmarks/results/h100_suite.json
+    python benchmarks/tables.py benchmarks/results/h100_suite.json benchmarks/results/h100_suite_repeat_*.json
 """
 
 from __future__ import annotations
@@ -8,6 +10,29 @@ from __future__ import annotations
 import json
 import math
 import sys
+
+
+def _gm(xs):
+    return math.exp(sum(map(math.log, xs)) / len(xs))
+
+
+def runs(paths: list[str]) -> None:
+    print("| run | geomean | min | points < 0.9 | M <= 16 | M = 64 | M = 256 | M >= 1024 | M <= 64 at >= 75% of floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    geo = []
+    for path in paths:
+        recs = json.load(open(path))["records"]
+        sp = [x["speedup"] for x in recs]
+        geo.append(_gm(sp))
+
+        def at(pred):
+            return f"x{_gm([x['speedup'] for x in recs if pred(x['M'])]):.3f}"
+
+        small = [x for x in recs if x["M"] <= 64]
+        print(f"| {path.rsplit('/', 1)[-1]} | x{geo[-1]:.3f} | x{min(sp):.3f} | {sum(s < 0.9 for s in sp)} | "
+              f"{at(lambda m: m <= 16)} | {at(lambda m: m == 64)} | {at(lambda m: m == 256)} | "
+              f"{at(lambda m: m >= 1024)} | {sum(x['floor_fraction'] >= 0.75 for x in small)} of {len(small)} |")
+    print(f"\n{len(paths)} runs: geomean mean x{sum(geo) / len(geo):.3f}, range x{min(geo):.3f}-x{max(geo):.3f}")
 
 
 def main(path: str) -> None:
@@ -66,4 +91,7 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) > 2:
+        runs(sys.argv[1:])
+    else:
+        main(sys.argv[1])

@@ -113,15 +113,20 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     Read off the H100 sweeps (``benchmarks/sweep_triton.py``; results in
     ``benchmarks/results/h100_sweep_*.json``; docs/triton.md):
 
-    - M <= 16, a pure weight stream: 16-row tiles, BLOCK_K 128, 4 stages; N tile 64 (128 for
-      N > 8192); split-K until there are ~256 programs (two per SM), since bandwidth needs
-      bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at N = 4096.
+    - M <= 16, a pure weight stream. On sm_90 the Gluon kernel (below), which reads A in 8-row
+      boxes (``triton_fp8_hopper.a_boxes``): 64 x 32 x 256 with 6 stages up to N = 4096,
+      64 x 128 x 256 x 3 for 8192 < N <= 16384, else 64 x 64 x 256 x 4 (4096 x 4096 at M = 1:
+      9.5 us against 11.5 for split-K; 57344 x 8192: 155.8 vs 159.0 with 128-wide tiles;
+      ``h100_sweep_hopper_decode.json``). Elsewhere: 16-row tiles, BLOCK_K 128, 4 stages; N
+      tile 64 (128 for N > 8192); split-K until there are ~256 programs (two per SM), since
+      bandwidth needs bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at
+      N = 4096.
     - On sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every 128
       products (with fast accumulation too, up to M = 128 and at M = 256 for N <= 4096 or
       K > 8192, where it beats the unpromoted portable kernel) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
       6 stages, up to N = 4096 (4096 x 4096: 9.4 vs 9.8 us; 4096 x 14336: 25.0 vs 26.6;
       ``h100_sweep_hopper_narrow.json``), 64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
-      for N > 16384 with K <= 4096, a weight stream it reads faster). Up to M = 128: 64 x 64 to
+      for N > 16384 with K <= 4096, a weight stream it read faster at M = 64). Up to M = 128: 64 x 64 to
       N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
       128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages) to 32768, 128 x 128
       beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond; where the other
