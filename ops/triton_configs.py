@@ -61,7 +61,7 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
     """Candidate configs for an ``(M, N, K)`` problem (what the online tuner times).
 
     ``hopper``: the device runs :mod:`.triton_fp8_hopper` (:func:`.triton_fp8_gemm.hopper_path`); its configs
-    join the promoted space above M = 16. Pruned to what won somewhere in the H100 sweeps
+    join the space at every M (only 64-row tiles at M <= 16). Pruned to what won somewhere in the H100 sweeps
     (``benchmarks/results/h100_sweep_*.json``): at most ~130 configs per shape, so an online
     search costs seconds of compiling and timing, not minutes (``tune --max-candidates`` cuts it).
     """
@@ -122,8 +122,9 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
       bandwidth needs bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at
       N = 4096.
     - On sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every 128
-      products (with fast accumulation too, up to M = 128 and at M = 256 for N <= 4096 or
-      K > 8192, where it beats the unpromoted portable kernel) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
+      products (with fast accumulation too, up to M = 256, and up to M = 1024 for N <= 16384 with
+      K <= 8192, where it beat the unpromoted portable kernel: 6144 x 4096 at M = 1024, 40.8
+      against 52.3 us; ``h100_suite.json`` against ``h100_suite_fast.json`` of the same lease) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
       6 stages, up to N = 4096 (4096 x 4096: 9.4 vs 9.8 us; 4096 x 14336: 25.0 vs 26.6;
       ``h100_sweep_hopper_narrow.json``), 64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
       for N > 16384 with K <= 4096, a weight stream it read faster at M = 64). Up to M = 128: 64 x 64 to
@@ -148,9 +149,9 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
             split_k *= 2
         return _shrink_to(make_config(16, bn, 128, 4, 4, split_k=split_k), N, K)
     if fast_accum:
-        # Unpromoted, the portable swapped tiles win above M = 128 except on narrow or deep
-        # weights (h100_suite.json vs h100_suite_fast.json, M = 256).
-        use_hopper = use_hopper and (b <= 128 or (b <= 256 and (N <= 4096 or K > 8192)))
+        # Unpromoted, the portable swapped tiles win only at large M or on deep weights
+        # (h100_suite.json vs h100_suite_fast.json, M >= 256).
+        use_hopper = use_hopper and (b <= 256 or (b <= 1024 and N <= 16384 and K <= 8192))
     if use_hopper:
         bk = 256 if K % 256 == 0 else 128
         if b <= 16:
