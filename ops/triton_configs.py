@@ -123,8 +123,8 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
       N = 4096.
     - On sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every 128
       products (with fast accumulation too, up to M = 256, and up to M = 1024 for N <= 16384 with
-      K <= 8192, where it beat the unpromoted portable kernel: 6144 x 4096 at M = 1024, 40.8
-      against 52.3 us; ``h100_suite.json`` against ``h100_suite_fast.json`` of the same lease) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
+      K <= 8192, where it beat the unpromoted portable kernel: 6144 x 4096 at M = 1024, 42.7
+      against 50.9 us timed in turns, ``h100_sweep_fast_interleaved.json``) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
       6 stages, up to N = 4096 (4096 x 4096: 9.4 vs 9.8 us; 4096 x 14336: 25.0 vs 26.6;
       ``h100_sweep_hopper_narrow.json``), 64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
       for N > 16384 with K <= 4096, a weight stream it read faster at M = 64). Up to M = 128: 64 x 64 to

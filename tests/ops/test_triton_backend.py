@@ -208,6 +208,19 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
         assert re.search(r"STACK:0 SHARED:\d+ LOCAL:0", usage), f"the kernel spills to local memory: {usage}"
 
 
+@needs_gluon
+@given(M=st.integers(1, 400), block_m=st.sampled_from([64, 128]))
+def test_hopper_a_boxes_cover_m_with_little_waste(M, block_m):
+    """A's TMA boxes: power-of-two rows (Triton's rule) at 8-row offsets (the 128-byte swizzle's
+    period), covering min(M, BLOCK_M) rows within one tile, at most 8 of them (each is a copy the
+    producer issues per stage), and at most 7 rows past M (15 past 64 rows): each costs time."""
+    box, n = H.a_boxes(M, block_m)
+    rows = min(M, block_m)
+    assert box & (box - 1) == 0 and box % 8 == 0 and 1 <= n <= 8
+    assert rows <= box * n <= block_m
+    assert box * n - rows <= (7 if M <= 64 else 15)
+
+
 @pytest.mark.skipif(has_gpu, reason="checks the CPU-only answer")
 def test_unavailable_on_cpu_without_interpreter():
     envs.set_override("TRITON_INTERPRET", False)
