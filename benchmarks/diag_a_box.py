@@ -58,6 +58,8 @@ def main() -> None:
                                                                  sets[i].scale_b, None, torch.bfloat16), n, 0.5, 5)
                 row[key + "_padded_us"] = time_graph(lambda i: H.launch(cfg, padded[i][0], sets[i].B, padded[i][1],
                                                                         sets[i].scale_b, None, torch.bfloat16), n, 0.5, 5)
+            if T._hopper_failed:
+                raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             print({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
             rows.append(row)
             del sets, padded

@@ -80,7 +80,9 @@ def time_graphs(calls: Sequence[Callable[[int], object]], n_sets: int, target_ms
 
     Comparing two kernels timed one after the other lets the GPU's clock drift between them
     (a long FP8 GEMM runs at its power limit: 57344 x 8192 at M = 1024 moved 10% from run to
-    run on H100); taking turns, replay by replay, both see the same clocks.
+    run on H100); taking turns, replay by replay, both see the same clocks: the clock their
+    combined power draw sets, not the one either would hold alone. The order of the turns
+    reverses every repeat, so that neither always follows the other.
     """
     graphs, per_replay = [], []
     for call in calls:
@@ -104,8 +106,9 @@ def time_graphs(calls: Sequence[Callable[[int], object]], n_sets: int, target_ms
         graphs.append(graph)
         per_replay.append(rotations * n_sets)
     times = [[] for _ in graphs]
-    for _ in range(repeats):
-        for g, t in zip(graphs, times):
+    for r in range(repeats):
+        turns = list(zip(graphs, times))
+        for g, t in (turns if r % 2 == 0 else reversed(turns)):
             t += _median_ms_events(g.replay, 1)
     del graphs
     return [statistics.median(t) * 1e3 / calls_per for t, calls_per in zip(times, per_replay)]

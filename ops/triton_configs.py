@@ -126,8 +126,9 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
       K <= 8192, where it beat the unpromoted portable kernel: 6144 x 4096 at M = 1024, 42.7
       against 50.9 us timed in turns, ``h100_sweep_fast_interleaved.json``) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
       6 stages, up to N = 4096 (4096 x 4096: 9.4 vs 9.8 us; 4096 x 14336: 25.0 vs 26.6;
-      ``h100_sweep_hopper_narrow.json``), 64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3 beyond (but the portable 64-row tile below
-      for N > 16384 with K <= 4096, a weight stream it read faster at M = 64). Up to M = 128: 64 x 64 to
+      ``h100_sweep_hopper_narrow.json``), 64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3
+      beyond (28672 x 4096 at M = 64: 45.6 us against the portable 64-row tile's 46.6, timed in
+      turns, ``h100_sweep_m64_interleaved.json``). Up to M = 128: 64 x 64 to
       N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
       128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages) to 32768, 128 x 128
       beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond; where the other
@@ -141,7 +142,7 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     """
     b = m_bucket(M)
     wide = N > 8192
-    use_hopper = hopper and K % 128 == 0 and N >= 64 and not (16 < b <= 64 and N > 16384 and K <= 4096)
+    use_hopper = hopper and K % 128 == 0 and N >= 64
     if b <= 16 and not use_hopper:
         bn = 128 if wide else 64
         split_k = 1
@@ -149,8 +150,8 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
             split_k *= 2
         return _shrink_to(make_config(16, bn, 128, 4, 4, split_k=split_k), N, K)
     if fast_accum:
-        # Unpromoted, the portable swapped tiles win only at large M or on deep weights
-        # (h100_suite.json vs h100_suite_fast.json, M >= 256).
+        # Unpromoted, the portable swapped tiles win only at M > 1024, and at M = 1024 on deep
+        # (K > 8192) or very wide (N > 16384) weights (h100_sweep_fast_interleaved.json).
         use_hopper = use_hopper and (b <= 256 or (b <= 1024 and N <= 16384 and K <= 8192))
     if use_hopper:
         bk = 256 if K % 256 == 0 else 128

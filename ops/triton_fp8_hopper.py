@@ -64,7 +64,7 @@ from triton.runtime.jit import constexpr_function
 
 from .triton_configs import HOPPER_SMEM_BYTES, hopper_smem_bytes
 
-__all__ = ["launch", "check_config", "a_boxes"]
+__all__ = ["launch", "check_config", "a_boxes", "c_boxes"]
 
 @constexpr_function
 def _w_tile_layout(block_n, block_k):
@@ -241,6 +241,7 @@ def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_des
     would not), and the 128 x 256 tile halves the L2 traffic per FLOP of 128 x 128."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, 128, 32])
+    gl.static_assert(BLOCK_K == 128, "a 256-wide tile takes BLOCK_K 128 (check_config): one A chunk per stage")
     W_TILE: gl.constexpr = _w_tile_layout(128, BLOCK_K)
     zero = gl.zeros([ROWS, 128], gl.float32, mma_layout)
     num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, 256)
@@ -277,7 +278,7 @@ def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_des
 def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M, N, K,
                             HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                             BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
-                            A_BOX: gl.constexpr, A_BOXES: gl.constexpr):
+                            A_BOX: gl.constexpr, A_BOXES: gl.constexpr, C0: gl.constexpr, C1: gl.constexpr):
     # Persistent: program p takes tiles p, p + grid, ... (the launcher sizes the grid to the SMs).
     # One program per SM for the whole GEMM means the producer loads the next tile while the
     # consumers finish and store this one; with a program per tile, every wave paid its ring
@@ -296,11 +297,6 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M,
         mbarrier.init(ready.index(j), count=1)
         mbarrier.init(empty.index(j), count=BLOCK_M // 64)  # one arrival per consumer
     ROWS: gl.constexpr = 64
-    # Output boxes per consumer: those of A's boxes that hold its rows (none for a consumer
-    # whose rows all lie past M), or its one 64-row box.
-    PER: gl.constexpr = 64 // A_BOX if A_BOX < 64 else 1
-    C0: gl.constexpr = A_BOXES if A_BOXES < PER else PER
-    C1: gl.constexpr = A_BOXES - PER if A_BOXES > PER else 0
     # 232 registers per consumer thread (one or two 64-row warpgroups), 40 for the copy warps:
     # within the 64K registers of an SM, and room for the accumulator plus the fresh sums.
     # (Gluon takes the partitions as literal (function, args) pairs, hence three spellings.)
@@ -369,14 +365,24 @@ def a_boxes(M: int, block_m: int) -> tuple[int, int]:
     so that there are at most 8) up to M. A box row past M reads nothing, but the copy engine
     still spends time on it: with 64-row boxes at M = 1 the H100 took 13.0 us for 4096 x 4096
     and 35.9 us for 4096 x 14336, against 9.6 and 25.2 us with A padded to 64 rows
-    (``benchmarks/results/h100_a_boxes.json``). Box sizes must be powers of two, and 8 rows is
-    the 128-byte swizzle's period, so the boxes land at aligned offsets. This bounds the waste
-    at 7 rows (15 past 64) and the kernel's variants at 8 per config.
+    (``benchmarks/results/h100_diag_a_box_before.json``; ``h100_diag_a_box.json`` after). Box
+    sizes must be powers of two, and 8 rows is the 128-byte swizzle's period, so the boxes land
+    at aligned offsets. Below ``BLOCK_M`` this bounds the rows past M at 7 (15 past 64 rows);
+    the last row tile of a larger M still loads a whole ``BLOCK_M`` box. Variants per config:
+    9 with ``BLOCK_M`` 64, 13 with 128.
     """
     if M >= block_m:
         return block_m, 1
     box = 8 if M <= 64 else 16
     return box, -(-M // box)
+
+
+def c_boxes(a_box: int, a_n: int) -> tuple[int, int]:
+    """Output boxes stored by each of the two 64-row consumers: those of A's boxes that hold its
+    rows (none for a consumer whose rows all lie past M). With ``a_box >= 64`` each consumer
+    stores its whole 64-row tile in one box instead, and these counts are not used."""
+    per = 64 // a_box if a_box < 64 else 1
+    return min(a_n, per), max(a_n - per, 0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -399,6 +405,7 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
     a_box, a_n = a_boxes(M, bm)
+    c0, c1 = c_boxes(a_box, a_n)
     a_desc = TensorDescriptor(A, [M, K], [K, 1], [a_box, 128], _A_LAYOUT)
     box_rows = min(bn, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
     w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [box_rows // 16, 16 * bk], _W_LAYOUT)
@@ -412,6 +419,7 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     _fp8_gemm_hopper_kernel[grid](
         a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, c_desc, M, N, K,
         HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), A_BOX=a_box, A_BOXES=a_n, num_warps=4,
+        STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), A_BOX=a_box, A_BOXES=a_n,
+        C0=c0, C1=c1, num_warps=4,
     )
     return out

@@ -192,7 +192,9 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
            # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
            "c_desc": f"tensordesc<bf16[{min(64, a_box)}, {min(bn, 128)}],{layout.format(min(128, 2 * bn)).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
            "M": "i32", "N": "i32", "K": "i32"}
-    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8, A_BOX=a_box, A_BOXES=a_n)
+    c0, c1 = H.c_boxes(a_box, a_n)
+    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8, A_BOX=a_box, A_BOXES=a_n,
+                 C0=c0, C1=c1)
     sig.update({k: "constexpr" for k in const})
     src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 7, 8)})
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -219,6 +221,13 @@ def test_hopper_a_boxes_cover_m_with_little_waste(M, block_m):
     assert box & (box - 1) == 0 and box % 8 == 0 and 1 <= n <= 8
     assert rows <= box * n <= block_m
     assert box * n - rows <= (7 if M <= 64 else 15)
+    if box < 64:
+        # The output goes out in the same boxes: consumer 0 stores rows from 0, consumer 1 rows
+        # from 64; together exactly the rows loaded, and every row below M.
+        c0, c1 = H.c_boxes(box, n)
+        stored = [r for first, count in ((0, c0), (64, c1)) for r in range(first, first + count * box)]
+        assert stored == list(range(box * n)), (M, block_m, box, n, c0, c1)
+        assert c1 == 0 or block_m == 128
 
 
 @pytest.mark.skipif(has_gpu, reason="checks the CPU-only answer")
