@@ -3,7 +3,7 @@
 For M below the tile's 64 rows, times the Gluon kernel on A as given (TMA boxes past M read
 zeros) against the same A padded with zero rows to 64 (every box row in bounds), for a few
 decode shapes and configs, next to the heuristic's choice; rotating inputs, CUDA graphs
-(``bench.time_graph``). Equal columns mean box rows past M cost nothing.
+(``timing.time_graph``). Equal columns mean box rows past M cost nothing.
 
 Run on the kernel before ``a_boxes`` (one 64-row box at any M; ``h100_diag_a_box_before.json``)
 it showed the copy engine spending time on every box row, read or not; run now it checks that
@@ -20,7 +20,8 @@ import json
 import torch
 
 import hipbmm_inductor as hi
-from hipbmm_inductor.bench import _make_sets, time_graph
+from hipbmm_inductor.bench import _make_sets
+from hipbmm_inductor.timing import time_graph
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 from hipbmm_inductor.ops import triton_fp8_hopper as H

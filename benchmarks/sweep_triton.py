@@ -19,7 +19,8 @@ import time
 import torch
 
 import hipbmm_inductor as hi
-from hipbmm_inductor.bench import _make_sets, copy_bandwidth, time_graph, time_graphs
+from hipbmm_inductor.bench import _make_sets
+from hipbmm_inductor.timing import copy_bandwidth, time_graph, time_graphs
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
 

@@ -8,7 +8,7 @@ Three processes share one fresh tuning folder:
 2. ``reuse`` (warm, a new process): ``HIPBMM_TUNING=cache``; the same calls must all be cache
    hits with zero benchmarking. Then, per shape, the heuristic (``HIPBMM_TUNING=off``) and the
    tuned config are timed with CUDA-graph replays over rotating inputs larger than 3x L2
-   (:func:`hipbmm_inductor.bench.time_graph`, the project benchmark's method), plus the cost of
+   (:func:`hipbmm_inductor.timing.time_graph`, the project benchmark's method), plus the cost of
    a ``choose`` cache hit on the host.
 3. This process: writes one JSON (device, versions, per-shape results, checks) and prints a table.
 
@@ -124,7 +124,7 @@ def phase_tune(args) -> dict:
 # -- phase 2: warm process, reuse and measure ----------------------------------------------------
 def _time(call, n_sets: int, device) -> float:
     if device.type == "cuda":
-        from hipbmm_inductor.bench import time_graph
+        from hipbmm_inductor.timing import time_graph
 
         return time_graph(call, n_sets)
     times = []

@@ -35,119 +35,22 @@ import logging
 import math
 import os
 import platform
-import statistics
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
+from .timing import copy_bandwidth, fp8_peak, time_graph, time_graphs, time_plain
+
 log = logging.getLogger("hipbmm_inductor")
 
-__all__ = ["SUITES", "Record", "run_bench", "register", "time_graph", "time_graphs", "time_plain", "copy_bandwidth"]
+__all__ = ["SUITES", "Record", "run_bench", "register"]
 
 SUITES = {
     "llama3-8b": [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)],
     "llama3-70b": [(10240, 8192), (8192, 8192), (57344, 8192), (8192, 28672)],
 }
 DEFAULT_MS = (1, 16, 64, 256, 1024, 4096)
-
-
-# --------------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------------
-
-
-def _median_ms_events(fn: Callable[[], None], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
-
-
-def time_graph(call: Callable[[int], object], n_sets: int, target_ms: float = 2.0, repeats: int = 15) -> float:
-    """Median microseconds per ``call(i)`` from CUDA-graph replays that rotate through ``n_sets``."""
-    return time_graphs([call], n_sets, target_ms, repeats)[0]
-
-
-def time_graphs(calls: Sequence[Callable[[int], object]], n_sets: int, target_ms: float = 2.0,
-                repeats: int = 15) -> list[float]:
-    """:func:`time_graph` for several functions at once, their replays interleaved.
-
-    Comparing two kernels timed one after the other lets the GPU's clock drift between them
-    (a long FP8 GEMM runs at its power limit: 57344 x 8192 at M = 1024 moved 10% from run to
-    run on H100); taking turns, replay by replay, both see the same clocks: the clock their
-    combined power draw sets, not the one either would hold alone. The order of the turns
-    reverses every repeat, so that neither always follows the other.
-    """
-    graphs, per_replay = [], []
-    for call in calls:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for i in range(n_sets):  # warm-up: compiles, tuning lookups, allocator pools
-                call(i)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        # Estimate one rotation's time, then unroll enough rotations for a replay of ~target_ms.
-        est = statistics.median(_median_ms_events(lambda: [call(i) for i in range(n_sets)], 3)) / n_sets
-        rotations = max(1, math.ceil(target_ms / max(est * n_sets, 1e-3)))
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(rotations):
-                for i in range(n_sets):
-                    call(i)
-        graph.replay()
-        torch.cuda.synchronize()
-        graphs.append(graph)
-        per_replay.append(rotations * n_sets)
-    times = [[] for _ in graphs]
-    for r in range(repeats):
-        turns = list(zip(graphs, times))
-        for g, t in (turns if r % 2 == 0 else reversed(turns)):
-            t += _median_ms_events(g.replay, 1)
-    del graphs
-    return [statistics.median(t) * 1e3 / calls_per for t, calls_per in zip(times, per_replay)]
-
-
-def time_plain(call: Callable[[int], object], n_sets: int, target_ms: float = 2.0, repeats: int = 15) -> float:
-    """Median microseconds per ``call(i)`` issued eagerly back to back (host overhead included)."""
-    for i in range(n_sets):
-        call(i)
-    torch.cuda.synchronize()
-    est = statistics.median(_median_ms_events(lambda: [call(i) for i in range(n_sets)], 3)) / n_sets
-    rotations = max(1, math.ceil(target_ms / max(est * n_sets, 1e-3)))
-
-    def body():
-        for _ in range(rotations):
-            for i in range(n_sets):
-                call(i)
-
-    return statistics.median(_median_ms_events(body, repeats)) * 1e3 / (rotations * n_sets)
-
-
-def copy_bandwidth(device, nbytes: int = 1 << 30) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
-    src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_()
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    ms = statistics.median(_median_ms_events(lambda: dst.copy_(src), 20))
-    return 2 * nbytes / (ms * 1e-3)
-
-
-def fp8_peak(device, fp8: torch.dtype, n: int = 8192) -> float:
-    """FP8 dense FLOP/s of the vendor GEMM at n^3 (tensorwise scales, fast accumulation)."""
-    a = torch.randn(n, n, device=device).to(fp8)
-    b = torch.randn(n, n, device=device).to(fp8).t()
-    one = torch.ones((), device=device)
-    f = lambda: torch._scaled_mm(a, b, one, one, out_dtype=torch.bfloat16, use_fast_accum=True)  # noqa: E731
-    f()
-    ms = statistics.median(_median_ms_events(f, 20))
-    return 2 * n**3 / (ms * 1e-3)
 
 
 # --------------------------------------------------------------------------------------------

@@ -136,10 +136,10 @@ def _median_ms(fn, x, iters: int, calls: int = 10) -> float:
 
 
 def _graph_ms(fn, x, iters: int) -> float:
-    """The compiled model captured in one CUDA graph and replayed (bench.time_graph): host overhead
+    """The compiled model captured in one CUDA graph and replayed (timing.time_graph): host overhead
     out, as serving engines decode. Timing Inductor's reduce-overhead mode instead measured its
     Python wrapper as much as the GPU (two runs of one graph differed by 1.4x)."""
-    from .bench import time_graph
+    from .timing import time_graph
 
     return time_graph(lambda i: fn(x), 1, target_ms=2.0, repeats=iters) / 1e3
 

@@ -1,4 +1,5 @@
-"""The Triton backend: kernel numerics (CPU interpreter and GPU), configs, availability, graphs, compile.
+"""The Triton backend: kernel numerics (CPU interpreter and GPU), configs, availability, graphs, compile
+(the sm_90 kernel's own tests: ``test_triton_hopper.py``).
 
 CPU (CI): the kernel runs under ``TRITON_INTERPRET=1`` in one child process
 (:mod:`triton_interpret_worker`) on small shapes (M = 1, odd M, bias in bf16 / fp32 / none, both fp8
@@ -30,58 +31,18 @@ from hypothesis import strategies as st
 import hipbmm_inductor as hi
 from hipbmm_inductor import envs
 from hipbmm_inductor.ops import registry
-from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
 
-from .inputs import Case, error_bound, float64_oracle, make_case
+from .inputs import assert_close_to_truth, make_case
 
 triton = pytest.importorskip("triton")
 T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
 from hipbmm_inductor.ops import triton_configs as C  # noqa: E402
 from hipbmm_inductor.ops.triton_backend import TritonBackend  # noqa: E402
 
-try:  # Gluon (triton.experimental.gluon): the sm_90 kernel's language; older Tritons lack it.
-    from hipbmm_inductor.ops import triton_fp8_hopper as H
-except ImportError:
-    H = None
-needs_gluon = pytest.mark.skipif(H is None, reason="this Triton has no triton.experimental.gluon")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 has_gpu = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not has_gpu, reason="needs a CUDA/ROCm GPU")
-
-
-def _tensor_core_accumulation(case: Case) -> torch.Tensor | float:
-    """Extra error of fp8 tensor cores: inside one promotion interval (BLOCK_K products) Hopper's
-    fp8 MMA keeps about 14 bits of the running sum, not fp32's 24 (DeepSeek-V3 report, section
-    3.3.2; seen here: M=33, N=K=32 was 4 bf16 ulps off on a value that cancelled to ~1e-6).
-    The kernel promotes to fp32 every BLOCK_K, so the bound is 2^-14 of the sum of |products|.
-    Zero on the CPU interpreter (numpy fp32) and on the fp16-widening path (fp32 accumulate)."""
-    if case.A.device.type != "cuda":
-        return 0.0
-    absacc = case.A.double().abs() @ case.W.double().abs().t()
-    return 2.0**-14 * absacc * case.scale_a.double() * case.scale_b.double()
-
-
-def assert_close_to_truth(out: torch.Tensor, case: Case, what: str) -> None:
-    """``out`` within :func:`inputs.error_bound` of float64 truth, and close to the reference backend.
-
-    Runs on the case's device (float64 on the GPU for the suite shapes).
-    """
-    assert out.shape == (case.A.shape[0], case.B.shape[1]) and out.dtype == torch.bfloat16, what
-    assert out.is_contiguous(), what
-    assert torch.isfinite(out).all(), f"{what}: non-finite output"
-    err = (out.double() - float64_oracle(case)).abs()
-    bound = error_bound(case) + _tensor_core_accumulation(case)
-    bad = err > bound
-    if bad.any():
-        at = tuple(bad.nonzero()[0].tolist())
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} of {bad.numel()} outside the bf16 + fp32-accumulation error "
-            f"bound; first at {at}: got {out[at].item()}, err {err[at].item():.3g} > bound {bound[at].item():.3g}"
-        )
-    # The reference backend obeys the same bound, so the two differ by at most twice of it.
-    ref = reference_hipb_mm_fp8(*case.args)
-    assert ((out.double() - ref.double()).abs() <= 2 * bound).all(), f"{what}: too far from the reference backend"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,78 +117,6 @@ def test_launch_rejects_bad_config():
     c = make_case(4, 32, 96, bias_dtype=None)
     with pytest.raises(ValueError, match="K % \\(BLOCK_K \\* SPLIT_K\\) == 0"):
         T.launch(C.make_config(16, 32, 64, 4, 2), *c.args)
-
-
-def test_gluon_kernel_only_on_validated_tritons():
-    assert T.gluon_validated("3.6.0") and T.gluon_validated("3.6")
-    assert not T.gluon_validated("3.60.0") and not T.gluon_validated("3.9.0") and not T.gluon_validated("3.5.1")
-
-
-def test_hopper_config_refused_off_sm90():
-    c = make_case(20, 64, 256, bias_dtype=None)
-    with pytest.raises(ValueError, match="HOPPER configs need an sm_90 GPU and float8_e4m3fn"):
-        T.launch(C.make_hopper_config(64, 64, 128, 2), *c.args)
-    assert not T.hopper_path(torch.device("cpu"), torch.float8_e4m3fn)
-
-
-@needs_gluon
-@pytest.mark.parametrize("bm,bn,bk,stages,m", [(128, 128, 256, 3, 128), (64, 64, 256, 4, 64), (128, 64, 128, 4, 128),
-                                               (128, 256, 128, 4, 128), (64, 128, 256, 3, 64), (64, 32, 256, 6, 64),
-                                               # M below BLOCK_M: 8-row boxes up to M
-                                               (64, 32, 256, 6, 1), (64, 128, 256, 3, 20), (128, 256, 128, 4, 72),
-                                               (128, 128, 256, 3, 40)])
-def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
-    """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
-    wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
-    spills (a spill of the accumulators would cost more than the kernel saves)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
-
-    layout = "NVMMASharedLayout(swizzle_byte_width={}, element_bitwidth=8, rank=2, transposed=False, fp4_padded=False, cga_layout=[])"
-    a_box, a_n = H.a_boxes(m, bm)
-    sig = {"a_desc": f"tensordesc<fp8e4nv[{a_box}, 128],{layout.format(128)}>",  # boxes per 128 bytes of K
-           # A 256-wide tile is loaded as two 128-row boxes (triton_fp8_hopper.launch).
-           "w_desc": f"tensordesc<fp8e4nv[{min(bn, 128) // 16}, {16 * bk}],{layout.format(0)}>",
-           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16",
-           # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
-           "c_desc": f"tensordesc<bf16[{min(64, a_box)}, {min(bn, 128)}],{layout.format(min(128, 2 * bn)).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
-           "M": "i32", "N": "i32", "K": "i32"}
-    c0, c1 = H.c_boxes(a_box, a_n)
-    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8, A_BOX=a_box, A_BOXES=a_n,
-                 C0=c0, C1=c1)
-    sig.update({k: "constexpr" for k in const})
-    src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 7, 8)})
-    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-    ptx = ck.asm["ptx"]
-    assert ptx.count("wgmma.mma_async") >= 2 and "setmaxnreg" in ptx
-    assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::\w+\.global", ptx), "operands are not loaded by TMA"
-    assert "cp.async.bulk.tensor.2d.global.shared" in ptx, "the output is not stored by TMA"
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    if os.path.exists(cuobjdump):
-        cubin = tmp_path / "k.cubin"
-        cubin.write_bytes(ck.asm["cubin"])
-        usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(cubin)], capture_output=True, text=True).stdout
-        assert re.search(r"STACK:0 SHARED:\d+ LOCAL:0", usage), f"the kernel spills to local memory: {usage}"
-
-
-@needs_gluon
-@given(M=st.integers(1, 400), block_m=st.sampled_from([64, 128]))
-def test_hopper_a_boxes_cover_m_with_little_waste(M, block_m):
-    """A's TMA boxes: power-of-two rows (Triton's rule) at 8-row offsets (the 128-byte swizzle's
-    period), covering min(M, BLOCK_M) rows within one tile, at most 8 of them (each is a copy the
-    producer issues per stage), and at most 7 rows past M (15 past 64 rows): each costs time."""
-    box, n = H.a_boxes(M, block_m)
-    rows = min(M, block_m)
-    assert box & (box - 1) == 0 and box % 8 == 0 and 1 <= n <= 8
-    assert rows <= box * n <= block_m
-    assert box * n - rows <= (7 if M <= 64 else 15)
-    if box < 64:
-        # The output goes out in the same boxes: consumer 0 stores rows from 0, consumer 1 rows
-        # from 64; together exactly the rows loaded, and every row below M.
-        c0, c1 = H.c_boxes(box, n)
-        stored = [r for first, count in ((0, c0), (64, c1)) for r in range(first, first + count * box)]
-        assert stored == list(range(box * n)), (M, block_m, box, n, c0, c1)
-        assert c1 == 0 or block_m == 128
 
 
 @pytest.mark.skipif(has_gpu, reason="checks the CPU-only answer")
@@ -337,75 +226,6 @@ def test_gpu_split_k_per_call_workspace():
         g.replay()
         torch.cuda.synchronize()
         assert all(torch.equal(x, r) for x, r in zip(captured, ref)), "a replay summed the wrong partials"
-
-
-@pytest.mark.gpu
-@gpu
-@needs_gluon
-@pytest.mark.parametrize("config", [C.make_hopper_config(64, 64, 256, 4), C.make_hopper_config(128, 64, 256, 4),
-                                    C.make_hopper_config(128, 128, 256, 3), C.make_hopper_config(64, 128, 128, 2),
-                                    C.make_hopper_config(128, 256, 128, 4), C.make_hopper_config(64, 32, 256, 6)],
-                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x32x256"])
-@pytest.mark.parametrize("M,N", [(1, 80), (9, 512), (17, 80), (64, 1040), (100, 512), (200, 512), (333, 1040)])
-def test_gpu_hopper_kernel(config, M, N):
-    """The sm_90 Gluon kernel: ragged M and N blocks (TMA reads zeros past the edges, the store
-    masks them), M below BLOCK_M (A and the output in 8- or 16-row boxes, tile rows past them
-    never loaded), both bias dtypes; error within the promoted (fp32) bound."""
-    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
-        pytest.skip("needs sm_90")
-    bias = torch.bfloat16 if M % 2 else torch.float32
-    c = make_case(M, N, 1024, torch.float8_e4m3fn, bias, device="cuda", seed=M + N)
-    assert_close_to_truth(T.launch(config, *c.args), c, f"{config} M={M} N={N}")
-    # The portable fallback would pass the numbers too: make sure the Gluon kernel ran.
-    assert not T._hopper_failed, "the Gluon kernel failed and the portable kernel answered"
-    # Persistent programs: with fewer programs than tiles each one runs several, the ring's
-    # phases carrying over from tile to tile (3 does not divide the tile counts here, so
-    # programs end on different stages; 1 runs every tile through one ring).
-    for programs in (1, 3):
-        out = H.launch(config, *c.args, programs=programs)
-        assert_close_to_truth(out, c, f"{config} M={M} N={N} programs={programs}")
-
-
-@pytest.mark.gpu
-@gpu
-@needs_gluon
-def test_gpu_hopper_programs_must_be_positive():
-    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
-        pytest.skip("needs sm_90")
-    c = make_case(64, 256, 256, torch.float8_e4m3fn, None, device="cuda", seed=0)
-    with pytest.raises(ValueError, match="programs must be >= 1"):
-        H.launch(C.make_hopper_config(64, 64, 128, 2), *c.args, programs=0)
-
-
-@pytest.mark.gpu
-@gpu
-@needs_gluon
-def test_gpu_hopper_falls_back_on_misaligned_a_and_on_failure(monkeypatch, caplog):
-    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
-        pytest.skip("needs sm_90")
-    cfg = C.make_hopper_config(64, 64, 256, 4)
-    c = make_case(40, 256, 512, torch.float8_e4m3fn, torch.bfloat16, device="cuda", seed=11)
-    # A view 8 bytes into its storage: TMA cannot address it; the portable kernel serves it.
-    store = torch.empty(c.A.numel() + 8, dtype=torch.uint8, device="cuda")
-    A = store[8:].view(torch.float8_e4m3fn).view(c.A.shape)
-    A.copy_(c.A)
-    assert A.data_ptr() % 16 == 8
-    out = T.launch(cfg, A, *c.args[1:])
-    assert_close_to_truth(out, c, "misaligned A")
-    # A Gluon failure (say, an API change in a newer Triton) costs speed, never the answer.
-    def boom(*a, **k):
-        raise RuntimeError("gluon broke")
-
-    monkeypatch.setattr(H, "launch", boom)
-    try:
-        with caplog.at_level("WARNING", logger="hipbmm_inductor"):
-            out = T.launch(cfg, *c.args)
-        assert_close_to_truth(out, c, "after a Gluon failure")
-        assert "Gluon kernel failed" in caplog.text and "gluon broke" in caplog.text
-        assert not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn)
-    finally:
-        T._hopper_failed.clear()
-        T.hopper_path.cache_clear()
 
 
 def _rel_err(out: torch.Tensor, truth: torch.Tensor) -> float:

@@ -1,0 +1,180 @@
+"""The Triton backend's sm_90 kernel (:mod:`hipbmm_inductor.ops.triton_fp8_hopper`, Gluon).
+
+CPU (CI): which Tritons may run it, that it refuses other devices, that it compiles for sm_90
+with the Triton CI installs (wgmma, TMA loads and stores, the register split, no spills), and
+how A is cut into TMA boxes below BLOCK_M. GPU (marker ``gpu``, sm_90 only): ragged shapes,
+M below BLOCK_M, several tiles per persistent program, bad ``programs``, and the fallback to the
+portable kernel. Tolerances: :func:`inputs.assert_close_to_truth` (one bf16 ulp plus the fp32
+accumulation bound, and the tensor cores' 2^-14 within a promotion interval).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from .inputs import assert_close_to_truth, make_case
+
+triton = pytest.importorskip("triton")
+T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
+from hipbmm_inductor.ops import triton_configs as C  # noqa: E402
+
+try:  # Gluon (triton.experimental.gluon): the sm_90 kernel's language; older Tritons lack it.
+    from hipbmm_inductor.ops import triton_fp8_hopper as H
+except ImportError:
+    H = None
+needs_gluon = pytest.mark.skipif(H is None, reason="this Triton has no triton.experimental.gluon")
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA/ROCm GPU")
+
+
+def test_gluon_kernel_only_on_validated_tritons():
+    assert T.gluon_validated("3.6.0") and T.gluon_validated("3.6")
+    assert not T.gluon_validated("3.60.0") and not T.gluon_validated("3.9.0") and not T.gluon_validated("3.5.1")
+
+
+def test_hopper_config_refused_off_sm90():
+    c = make_case(20, 64, 256, bias_dtype=None)
+    with pytest.raises(ValueError, match="HOPPER configs need an sm_90 GPU and float8_e4m3fn"):
+        T.launch(C.make_hopper_config(64, 64, 128, 2), *c.args)
+    assert not T.hopper_path(torch.device("cpu"), torch.float8_e4m3fn)
+
+
+@needs_gluon
+@pytest.mark.parametrize("bm,bn,bk,stages,m", [(128, 128, 256, 3, 128), (64, 64, 256, 4, 64), (128, 64, 128, 4, 128),
+                                               (128, 256, 128, 4, 128), (64, 128, 256, 3, 64), (64, 32, 256, 6, 64),
+                                               # M below BLOCK_M: 8-row boxes up to M
+                                               (64, 32, 256, 6, 1), (64, 128, 256, 3, 20), (128, 256, 128, 4, 72),
+                                               (128, 128, 256, 3, 40)])
+def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
+    """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
+    wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
+    spills (a spill of the accumulators would cost more than the kernel saves)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    layout = "NVMMASharedLayout(swizzle_byte_width={}, element_bitwidth=8, rank=2, transposed=False, fp4_padded=False, cga_layout=[])"
+    a_box, a_n = H.a_boxes(m, bm)
+    sig = {"a_desc": f"tensordesc<fp8e4nv[{a_box}, 128],{layout.format(128)}>",  # boxes per 128 bytes of K
+           # A 256-wide tile is loaded as two 128-row boxes (triton_fp8_hopper.launch).
+           "w_desc": f"tensordesc<fp8e4nv[{min(bn, 128) // 16}, {16 * bk}],{layout.format(0)}>",
+           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16",
+           # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
+           "c_desc": f"tensordesc<bf16[{min(64, a_box)}, {min(bn, 128)}],{layout.format(min(128, 2 * bn)).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
+           "M": "i32", "N": "i32", "K": "i32"}
+    c0, c1 = H.c_boxes(a_box, a_n)
+    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8, A_BOX=a_box, A_BOXES=a_n,
+                 C0=c0, C1=c1)
+    sig.update({k: "constexpr" for k in const})
+    src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 7, 8)})
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+    ptx = ck.asm["ptx"]
+    assert ptx.count("wgmma.mma_async") >= 2 and "setmaxnreg" in ptx
+    assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::\w+\.global", ptx), "operands are not loaded by TMA"
+    assert "cp.async.bulk.tensor.2d.global.shared" in ptx, "the output is not stored by TMA"
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if os.path.exists(cuobjdump):
+        cubin = tmp_path / "k.cubin"
+        cubin.write_bytes(ck.asm["cubin"])
+        usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(cubin)], capture_output=True, text=True).stdout
+        assert re.search(r"STACK:0 SHARED:\d+ LOCAL:0", usage), f"the kernel spills to local memory: {usage}"
+
+
+@needs_gluon
+@given(M=st.integers(1, 400), block_m=st.sampled_from([64, 128]))
+def test_hopper_a_boxes_cover_m_with_little_waste(M, block_m):
+    """A's TMA boxes: power-of-two rows (Triton's rule) at 8-row offsets (the 128-byte swizzle's
+    period), covering min(M, BLOCK_M) rows within one tile, at most 8 of them (each is a copy the
+    producer issues per stage), and at most 7 rows past M (15 past 64 rows): each costs time."""
+    box, n = H.a_boxes(M, block_m)
+    rows = min(M, block_m)
+    assert box & (box - 1) == 0 and box % 8 == 0 and 1 <= n <= 8
+    assert rows <= box * n <= block_m
+    assert box * n - rows <= (7 if M <= 64 else 15)
+    if box < 64:
+        # The output goes out in the same boxes: consumer 0 stores rows from 0, consumer 1 rows
+        # from 64; together exactly the rows loaded, and every row below M.
+        c0, c1 = H.c_boxes(box, n)
+        stored = [r for first, count in ((0, c0), (64, c1)) for r in range(first, first + count * box)]
+        assert stored == list(range(box * n)), (M, block_m, box, n, c0, c1)
+        assert c1 == 0 or block_m == 128
+
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@gpu
+@needs_gluon
+@pytest.mark.parametrize("config", [C.make_hopper_config(64, 64, 256, 4), C.make_hopper_config(128, 64, 256, 4),
+                                    C.make_hopper_config(128, 128, 256, 3), C.make_hopper_config(64, 128, 128, 2),
+                                    C.make_hopper_config(128, 256, 128, 4), C.make_hopper_config(64, 32, 256, 6)],
+                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x32x256"])
+@pytest.mark.parametrize("M,N", [(1, 80), (9, 512), (17, 80), (64, 1040), (100, 512), (200, 512), (333, 1040)])
+def test_gpu_hopper_kernel(config, M, N):
+    """The sm_90 Gluon kernel: ragged M and N blocks (TMA reads zeros past the edges, the store
+    masks them), M below BLOCK_M (A and the output in 8- or 16-row boxes, tile rows past them
+    never loaded), both bias dtypes; error within the promoted (fp32) bound."""
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    bias = torch.bfloat16 if M % 2 else torch.float32
+    c = make_case(M, N, 1024, torch.float8_e4m3fn, bias, device="cuda", seed=M + N)
+    assert_close_to_truth(T.launch(config, *c.args), c, f"{config} M={M} N={N}")
+    # The portable fallback would pass the numbers too: make sure the Gluon kernel ran.
+    assert not T._hopper_failed, "the Gluon kernel failed and the portable kernel answered"
+    # Persistent programs: with fewer programs than tiles each one runs several, the ring's
+    # phases carrying over from tile to tile (3 does not divide the tile counts here, so
+    # programs end on different stages; 1 runs every tile through one ring).
+    for programs in (1, 3):
+        out = H.launch(config, *c.args, programs=programs)
+        assert_close_to_truth(out, c, f"{config} M={M} N={N} programs={programs}")
+
+
+@pytest.mark.gpu
+@gpu
+@needs_gluon
+def test_gpu_hopper_programs_must_be_positive():
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    c = make_case(64, 256, 256, torch.float8_e4m3fn, None, device="cuda", seed=0)
+    with pytest.raises(ValueError, match="programs must be >= 1"):
+        H.launch(C.make_hopper_config(64, 64, 128, 2), *c.args, programs=0)
+
+
+@pytest.mark.gpu
+@gpu
+@needs_gluon
+def test_gpu_hopper_falls_back_on_misaligned_a_and_on_failure(monkeypatch, caplog):
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    cfg = C.make_hopper_config(64, 64, 256, 4)
+    c = make_case(40, 256, 512, torch.float8_e4m3fn, torch.bfloat16, device="cuda", seed=11)
+    # A view 8 bytes into its storage: TMA cannot address it; the portable kernel serves it.
+    store = torch.empty(c.A.numel() + 8, dtype=torch.uint8, device="cuda")
+    A = store[8:].view(torch.float8_e4m3fn).view(c.A.shape)
+    A.copy_(c.A)
+    assert A.data_ptr() % 16 == 8
+    out = T.launch(cfg, A, *c.args[1:])
+    assert_close_to_truth(out, c, "misaligned A")
+    # A Gluon failure (say, an API change in a newer Triton) costs speed, never the answer.
+    def boom(*a, **k):
+        raise RuntimeError("gluon broke")
+
+    monkeypatch.setattr(H, "launch", boom)
+    try:
+        with caplog.at_level("WARNING", logger="hipbmm_inductor"):
+            out = T.launch(cfg, *c.args)
+        assert_close_to_truth(out, c, "after a Gluon failure")
+        assert "Gluon kernel failed" in caplog.text and "gluon broke" in caplog.text
+        assert not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn)
+    finally:
+        T._hopper_failed.clear()
+        T.hopper_path.cache_clear()
+

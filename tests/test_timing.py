@@ -1,0 +1,23 @@
+"""GPU timing (``hipbmm_inductor.timing``): the accounting of per-call times (needs a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hipbmm_inductor import timing
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_time_graphs_reports_time_per_call():
+    """Two calls of known relative cost (a GPU spin of N and 2N cycles), timed interleaved: each
+    is unrolled a different number of times per replay (``target_ms`` / its own estimate), so a
+    wrong per-call division shows as a ratio far from 2. The 15% band covers launch gaps
+    between the spins (~1-2 us against ~100 us per call)."""
+    cycles = 200_000  # ~100 us at H100 clocks
+    a, b = timing.time_graphs([lambda i: torch.cuda._sleep(cycles), lambda i: torch.cuda._sleep(2 * cycles)],
+                             n_sets=3, target_ms=1.0, repeats=5)
+    assert 1.7 < b / a < 2.3, (a, b)
+    single = timing.time_graph(lambda i: torch.cuda._sleep(cycles), n_sets=3, target_ms=1.0, repeats=5)
+    assert 0.85 < single / a < 1.15, (single, a)
