@@ -125,8 +125,6 @@ def main() -> None:
             fast = args.accumulation == "fast"  # like with like: the vendor's fast accumulation, or not
             base_call = lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a,  # noqa: E731
                                                    sets[i].scale_b, out_dtype=torch.bfloat16, use_fast_accum=fast)
-            if not args.interleave:
-                base = time_graph(base_call, n, target_ms=0.5, repeats=5)
             ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
             heur = C.heuristic_config(M, N, K, fast)
             rows = []
@@ -149,10 +147,10 @@ def main() -> None:
                     if not err < 1e-2:
                         print("  BAD", cfg, err, flush=True)
                         continue
-                    call = functools.partial(_launch, cfg, sets, fast)
-                    rows.append((time_graph(call, n, target_ms=0.5, repeats=5) if not args.interleave else call, cfg))
+                    rows.append((functools.partial(_launch, cfg, sets, fast), cfg))
                 except Exception as e:  # out of resources etc.: skip the config, say why
                     print("  FAIL", cfg, type(e).__name__, str(e)[:120], flush=True)
+            timed = None
             if args.interleave:
                 # Every config and the baseline take turns, replay by replay: a long GEMM runs at
                 # the power limit, and clocks that drift between configs would rank the drift.
@@ -160,18 +158,19 @@ def main() -> None:
                 try:
                     base, *times = time_graphs([base_call] + [call for call, _ in rows], n, target_ms=2.0,
                                                repeats=9)
-                    rows = [(us, cfg) for us, (_, cfg) in zip(times, rows)]
+                    timed = [(us, cfg) for us, (_, cfg) in zip(times, rows)]
                 except Exception as e:  # a config that runs but will not capture: time each alone
                     print("  interleaved timing failed, timing configs one by one:", type(e).__name__,
                           str(e)[:120], flush=True)
-                    base = time_graph(base_call, n, target_ms=0.5, repeats=5)
-                    timed = []
-                    for call, cfg in rows:
-                        try:
-                            timed.append((time_graph(call, n, target_ms=0.5, repeats=5), cfg))
-                        except Exception as e2:  # noqa: BLE001 - skip the config, say why
-                            print("  FAIL", cfg, type(e2).__name__, str(e2)[:120], flush=True)
-                    rows = timed
+            if timed is None:
+                base = time_graph(base_call, n, target_ms=0.5, repeats=5)
+                timed = []
+                for call, cfg in rows:
+                    try:
+                        timed.append((time_graph(call, n, target_ms=0.5, repeats=5), cfg))
+                    except Exception as e:  # noqa: BLE001 - will not capture: skip the config, say why
+                        print("  FAIL", cfg, type(e).__name__, str(e)[:120], flush=True)
+            rows = timed
             if T._hopper_failed:
                 raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             rows.sort(key=lambda r: r[0])

@@ -67,18 +67,15 @@ def main(path: str) -> None:
         wins = sum(x["ours_us"] < x["linear_bf16_us"] for x in recs if not x["bias"])
         print(f"\nours faster than bf16 F.linear at {wins} of {sum(1 for x in recs if not x['bias'])} points")
 
-    def gm(xs):
-        return math.exp(sum(map(math.log, xs)) / len(xs))
-
     sp = [x["speedup"] for x in recs]
-    print(f"\ngeomean x{gm(sp):.3f} (no bias x{gm([x['speedup'] for x in recs if not x['bias']]):.3f}, "
-          f"bias x{gm([x['speedup'] for x in recs if x['bias']]):.3f}), min x{min(sp):.3f}; "
-          f"M<=64 x{gm([x['speedup'] for x in recs if x['M'] <= 64]):.3f} "
+    print(f"\ngeomean x{_gm(sp):.3f} (no bias x{_gm([x['speedup'] for x in recs if not x['bias']]):.3f}, "
+          f"bias x{_gm([x['speedup'] for x in recs if x['bias']]):.3f}), min x{min(sp):.3f}; "
+          f"M<=64 x{_gm([x['speedup'] for x in recs if x['M'] <= 64]):.3f} "
           f"(min x{min(x['speedup'] for x in recs if x['M'] <= 64):.3f}); "
-          f"M=256 x{gm([x['speedup'] for x in recs if x['M'] == 256]):.3f}; "
-          f"M>=1024 x{gm([x['speedup'] for x in recs if x['M'] >= 1024]):.3f}; "
+          f"M=256 x{_gm([x['speedup'] for x in recs if x['M'] == 256]):.3f}; "
+          f"M>=1024 x{_gm([x['speedup'] for x in recs if x['M'] >= 1024]):.3f}; "
           f"points < 0.9: {sum(x['speedup'] < 0.9 for x in recs)} of {len(recs)}"
-          + (f"; plain geomean x{gm([x['baseline_plain_us'] / x['ours_plain_us'] for x in recs]):.3f}" if plain else ""))
+          + (f"; plain geomean x{_gm([x['baseline_plain_us'] / x['ours_plain_us'] for x in recs]):.3f}" if plain else ""))
     small = [x for x in recs if x["M"] <= 64]
     print(f"M<=64 floor fraction: mean {sum(x['floor_fraction'] for x in small) / len(small):.2f}, "
           f">= 75%: {sum(x['floor_fraction'] >= 0.75 for x in small if not x['bias'])} of "

@@ -42,6 +42,11 @@ def time_graphs(calls: Sequence[Callable[[int], object]], n_sets: int, target_ms
     combined power draw sets, not the one either would hold alone. The order of the turns
     reverses every repeat, so that neither always follows the other.
     """
+    if not calls:
+        raise ValueError("calls: need at least one function to time")
+    if n_sets < 1 or repeats < 1 or not target_ms > 0:
+        raise ValueError(f"n_sets and repeats must be >= 1 and target_ms > 0, got n_sets={n_sets}, "
+                         f"repeats={repeats}, target_ms={target_ms}")
     graphs, per_replay = [], []
     for call in calls:
         stream = torch.cuda.Stream()

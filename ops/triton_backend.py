@@ -89,12 +89,13 @@ class TritonBackend:
         return Availability(True, f"{arch}: {how}")
 
     def is_fast(self, device: torch.device) -> bool:
-        # NOTE: False everywhere, on purpose. H100, benchmarks/results/h100_suite.json (Llama-3
-        # 8B/70B suite, CUDA graphs, vs torch._scaled_mm rowwise in the same run, promoted):
-        # geomean x1.19, x1.32 at M <= 64 (decode), x1.07 at M = 256, x1.08 at M >= 1024, no point
-        # below x0.9 (worst x0.95), but only with the sm_90 Gluon kernel on a validated Triton; the
-        # portable kernel elsewhere (other GPUs, other Tritons) is slower than cuBLASLt above
-        # M = 64 (docs/benchmarks.md). Until `auto` can tell those apart per device and the
+        # NOTE: False everywhere, on purpose. H100, benchmarks/results/h100_suite.json and
+        # h100_suite_repeat_*.json (Llama-3 8B/70B suite, CUDA graphs, vs torch._scaled_mm
+        # rowwise timed in turns, promoted, four runs): geomean x1.197-1.232, x1.44-1.50 at
+        # M <= 16, x1.04-1.08 at M = 256, x1.04-1.06 at M >= 1024, no point below x0.9 (worst
+        # x0.91), but only with the sm_90 Gluon kernel on a validated Triton; the portable kernel
+        # elsewhere (other GPUs, other Tritons) is slower than cuBLASLt above M = 64
+        # (docs/benchmarks.md). Until `auto` can tell those apart per device and the
         # suite target is met, the pass routes here only when the user names the backend
         # (HIPBMM_BACKEND=triton). ROCm: aiter's hipBLASLt is the vendor path and nothing here
         # has been measured against it yet.

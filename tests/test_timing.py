@@ -21,3 +21,13 @@ def test_time_graphs_reports_time_per_call():
     assert 1.7 < b / a < 2.3, (a, b)
     single = timing.time_graph(lambda i: torch.cuda._sleep(cycles), n_sets=3, target_ms=1.0, repeats=5)
     assert 0.85 < single / a < 1.15, (single, a)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(calls=[], n_sets=2), "calls"),
+                                           (dict(calls=[print], n_sets=0), "n_sets"),
+                                           (dict(calls=[print], n_sets=2, repeats=0), "repeats"),
+                                           (dict(calls=[print], n_sets=2, target_ms=0), "target_ms")])
+def test_time_graphs_names_bad_arguments(kwargs, match):
+    """Checked before any GPU work: a clear error, not a division by zero or an empty median."""
+    with pytest.raises(ValueError, match=match):
+        timing.time_graphs(**kwargs)
