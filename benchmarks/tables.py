@@ -1,5 +1,6 @@
 """Markdown tables for docs/benchmarks.md from a ``bench`` JSON file; with several files (runs
-of the same code), one row per run: how far the suite's figures move between runs.
+of the same code), one row per run, how far the suite's figures move between runs, and a pooled
+row of per-point medians.
 
     python benchmarks/tables.py benchmarks/results/h100_suite.json
     python benchmarks/tables.py benchmarks/results/h100_suite.json benchmarks/results/h100_suite_repeat_*.json
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 
 
@@ -16,22 +18,37 @@ def _gm(xs):
     return math.exp(sum(map(math.log, xs)) / len(xs))
 
 
+def _row(name: str, recs: list[dict]) -> str:
+    sp = [x["speedup"] for x in recs]
+
+    def at(pred):  # "-" for an M bucket the run did not time (bench --m 1,16, say)
+        bucket = [x["speedup"] for x in recs if pred(x["M"])]
+        return f"x{_gm(bucket):.3f}" if bucket else "-"
+
+    small = [x for x in recs if x["M"] <= 64]
+    return (f"| {name} | x{_gm(sp):.3f} | x{min(sp):.3f} | {sum(s < 0.9 for s in sp)} | "
+            f"{at(lambda m: m <= 16)} | {at(lambda m: m == 64)} | {at(lambda m: m == 256)} | "
+            f"{at(lambda m: m >= 1024)} | {sum(x['floor_fraction'] >= 0.75 for x in small)} of {len(small)} |")
+
+
 def runs(paths: list[str]) -> None:
+    """One row per run, then a pooled row: each point's median speedup and floor fraction over
+    the runs (a point that one run's clocks pushed below 0.9 counts by its typical value)."""
     print("| run | geomean | min | points < 0.9 | M <= 16 | M = 64 | M = 256 | M >= 1024 | M <= 64 at >= 75% of floor |")
     print("|---|---|---|---|---|---|---|---|---|")
-    geo = []
+    geo, by_point = [], {}
     for path in paths:
         recs = json.load(open(path))["records"]
-        sp = [x["speedup"] for x in recs]
-        geo.append(_gm(sp))
-
-        def at(pred):
-            return f"x{_gm([x['speedup'] for x in recs if pred(x['M'])]):.3f}"
-
-        small = [x for x in recs if x["M"] <= 64]
-        print(f"| {path.rsplit('/', 1)[-1]} | x{geo[-1]:.3f} | x{min(sp):.3f} | {sum(s < 0.9 for s in sp)} | "
-              f"{at(lambda m: m <= 16)} | {at(lambda m: m == 64)} | {at(lambda m: m == 256)} | "
-              f"{at(lambda m: m >= 1024)} | {sum(x['floor_fraction'] >= 0.75 for x in small)} of {len(small)} |")
+        geo.append(_gm([x["speedup"] for x in recs]))
+        print(_row(path.rsplit("/", 1)[-1], recs))
+        for x in recs:
+            by_point.setdefault((x["N"], x["K"], x["M"], x["bias"]), []).append(x)
+    if len(paths) > 1:
+        if any(len(v) != len(paths) for v in by_point.values()):
+            raise SystemExit("the runs do not hold the same points: no pooled row")
+        pooled = [{"M": v[0]["M"], "speedup": statistics.median(x["speedup"] for x in v),
+                   "floor_fraction": statistics.median(x["floor_fraction"] for x in v)} for v in by_point.values()]
+        print(_row(f"pooled: per-point medians of {len(paths)} runs", pooled))
     print(f"\n{len(paths)} runs: geomean mean x{sum(geo) / len(geo):.3f}, range x{min(geo):.3f}-x{max(geo):.3f}")
 
 

@@ -1,0 +1,145 @@
+"""Where a decode GEMM's time goes: the sm_90 kernel next to the cheapest kernels that move the
+same bytes. A diagnostic behind the memory-floor target at M <= 64 (docs/benchmarks.md).
+
+For each shape and M, on rotating inputs (``bench.rotation``: no call finds its weight in L2),
+in CUDA graphs, all columns timed in turns under one clock (``timing.time_graphs``):
+
+- ``ours_us``: the op's Triton backend, heuristic config;
+- ``old_us`` (with ``--old-module``): the same config on another build of the sm_90 kernel,
+  for an A/B inside one run;
+- ``base_us``: ``torch._scaled_mm`` rowwise (cuBLASLt);
+- ``<config>_us`` (with ``--configs``): other sm_90 configs on the same inputs;
+- ``read_us``: the fastest of a few Triton kernels that only read the weight's bytes (16-byte
+  vector loads, 1 to 8 programs per SM, an xor kept so nothing is optimised away): what a
+  kernel that reads W pays, the fixed costs of a launch included;
+- ``copy_us``: a device copy moving as many bytes as the GEMM (half read, half written): the
+  copy whose bandwidth, measured on 1 GiB, defines the floor, run at this size;
+- ``empty_us``: a kernel that does nothing, on the same grid: the fixed cost of a launch in a
+  graph;
+- ``floor_us``: the bytes the GEMM moves over the device's copy bandwidth (the suite's floor).
+
+    python benchmarks/diag_decode.py --out diag_decode.json
+
+The committed results (``benchmarks/results/``): ``h100_diag_decode.json`` (``--configs`` with
+deeper rings, under a session-only relaxation of the stage limit), ``h100_diag_decode_2cta.json``
+(configs run two programs per SM, a session-only launcher knob), ``h100_diag_decode_probe.json``
+(``--old-module`` naming a copy of the kernel whose consumer skips the MMA, with
+``--no-check-old``; shapes down to K = 256, one stage), ``h100_diag_w_copies.json``
+(``--old-module`` on the shipped kernel against a 3-D W copy build), ``h100_diag_m256.json``
+(tiles at M = 256). Each file's ``note`` says what its columns were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+import torch
+import triton
+import triton.language as tl
+
+import hipbmm_inductor as hi
+from hipbmm_inductor.bench import _make_sets, _parse_ints, _parse_shapes
+from hipbmm_inductor.timing import copy_bandwidth, time_graphs
+from hipbmm_inductor.ops import triton_configs as C
+from hipbmm_inductor.ops import triton_fp8_gemm as T
+from hipbmm_inductor.ops import triton_fp8_hopper as H
+
+
+@triton.jit
+def _read_kernel(src, out, n_words, BLOCK: tl.constexpr):
+    # Each program streams a contiguous share of the words, BLOCK at a time (16-byte loads).
+    pid = tl.program_id(0)
+    per = tl.cdiv(n_words, tl.num_programs(0))
+    acc = tl.zeros([BLOCK], dtype=tl.int32)
+    for start in range(pid * per, tl.minimum(pid * per + per, n_words), BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        acc ^= tl.load(src + offs, mask=offs < n_words, other=0)
+    tl.store(out + pid, tl.reduce(acc, 0, _xor))
+
+
+@triton.jit
+def _xor(a, b):
+    return a ^ b
+
+
+@triton.jit
+def _empty_kernel(out):
+    pass
+
+
+# (programs per SM, int32 words per load step, warps): 2 to 32 16-byte loads in flight per thread.
+READERS = [(1, 4096, 8), (2, 4096, 4), (4, 2048, 4), (8, 1024, 4)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shapes", default="4096,4096;6144,4096;4096,14336;8192,8192")
+    p.add_argument("--m", default="1,16,64")
+    p.add_argument("--configs", default="", help="extra sm_90 configs, e.g. 64x32x256/4,64x64x128/6")
+    p.add_argument("--old-module", default=None,
+                   help="import path of another build of triton_fp8_hopper to time next to this one")
+    p.add_argument("--no-check-old", dest="check_old", action="store_false",
+                   help="do not require --old-module's output to equal ours (a probe that skips work)")
+    p.add_argument("--out", default="diag_decode.json")
+    args = p.parse_args()
+    dev = torch.device("cuda")
+    hi.set_backend("triton")
+    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    bw = copy_bandwidth(dev)
+    old = importlib.import_module(args.old_module) if args.old_module else None
+    sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
+    rows = []
+    for N, K in _parse_shapes(args.shapes):
+        for M in _parse_ints(args.m, "--m"):
+            sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
+            n = len(sets)
+            cfg = C.heuristic_config(M, N, K, False, T.hopper_path(dev, torch.float8_e4m3fn))
+            words = [s.B.view(torch.int32) if s.B.is_contiguous() else s.B.t().contiguous().view(torch.int32)
+                     for s in sets]
+            half = (M * K + N * K + 2 * M * N) // 2
+            src = [torch.empty(half, dtype=torch.uint8, device=dev).random_() for _ in range(n)]
+            dst = [torch.empty_like(x) for x in src]
+            calls = {
+                "ours": lambda i: T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b, None,
+                                           torch.bfloat16),
+                "base": lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
+                                                   out_dtype=torch.bfloat16),
+                "copy": lambda i: dst[i].copy_(src[i]),
+                "empty": lambda i: _empty_kernel[(sms,)](sink),
+            }
+            for per_sm, block, warps in READERS:
+                calls[f"read_{per_sm}x{block}w{warps}"] = (
+                    lambda i, g=per_sm * sms, b=block, w=warps:
+                    _read_kernel[(g,)](words[i], sink, words[i].numel(), BLOCK=b, num_warps=w))
+            for spec in filter(None, args.configs.split(",")):
+                tile, stages = spec.split("/")
+                extra = C.make_hopper_config(*(int(x) for x in tile.split("x")), int(stages))
+                if C.fits(extra, N, K):
+                    calls[spec] = lambda i, c=extra: H.launch(c, sets[i].A, sets[i].B, sets[i].scale_a,
+                                                              sets[i].scale_b, None, torch.bfloat16)
+            if old is not None and cfg.get("HOPPER"):
+                calls["old"] = lambda i: old.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b,
+                                                    None, torch.bfloat16)
+                if args.check_old:
+                    ref = calls["ours"](0).float()
+                    assert torch.equal(calls["old"](0).float(), ref), "the two builds disagree"
+            times = time_graphs(list(calls.values()), n, 1.0, 11)
+            row = {"N": N, "K": K, "M": M, "config": cfg,
+                   "floor_us": (M * K + N * K + 2 * M * N) / bw * 1e6}
+            row.update({f"{k}_us": t for k, t in zip(calls, times)})
+            row["read_us"] = min(v for k, v in row.items() if k.startswith("read_"))
+            if T._hopper_failed:
+                raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
+            print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items() if k != "config"}, flush=True)
+            rows.append(row)
+            del sets, words, src, dst
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                   "copy_bandwidth_TBps": bw / 1e12, "points": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``benchmarks/tables.py`` over several runs: the per-run rows and the pooled row of per-point
+medians that docs/benchmarks.md quotes against the suite targets."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_file(path: Path, speedups: dict[tuple, float], floor: float = 0.8) -> None:
+    recs = [{"N": n, "K": k, "M": m, "bias": b, "speedup": s, "floor_fraction": floor}
+            for (n, k, m, b), s in speedups.items()]
+    path.write_text(json.dumps({"records": recs}))
+
+
+def _tables(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), *map(str, paths)],
+                          capture_output=True, text=True)
+
+
+def test_pooled_row_is_the_geomean_of_per_point_medians(tmp_path):
+    points = [(4096, 4096, 1, False), (4096, 4096, 4096, False), (8192, 8192, 64, True)]
+    runs = [[1.5, 0.88, 1.2], [1.4, 0.95, 1.3], [1.6, 0.93, 1.1]]  # one run has a point below 0.9
+    files = []
+    for i, sp in enumerate(runs):
+        files.append(tmp_path / f"run{i}.json")
+        _run_file(files[-1], dict(zip(points, sp)), floor=0.7 + 0.05 * i)
+    out = _tables(*files)
+    assert out.returncode == 0, out.stderr
+    pooled = next(line for line in out.stdout.splitlines() if line.startswith("| pooled"))
+    cells = [c.strip() for c in pooled.strip("|").split("|")]
+    medians = [statistics.median(r[j] for r in runs) for j in range(len(points))]  # 1.5, 0.93, 1.2
+    assert cells[1] == f"x{math.exp(sum(map(math.log, medians)) / 3):.3f}"
+    assert cells[2] == "x0.930" and cells[3] == "0"  # the x0.88 run does not set the pooled minimum
+    # Floor fractions pooled the same way: medians 0.75 at both M <= 64 points.
+    assert cells[-1] == "2 of 2"
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| run0")]
+    assert rows and rows[0].split("|")[4].strip() == "1"  # run0's own row keeps its point below 0.9
+
+
+def test_runs_with_different_points_are_refused(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    _run_file(a, {(4096, 4096, 1, False): 1.2, (4096, 4096, 64, False): 1.1})
+    _run_file(b, {(4096, 4096, 1, False): 1.2})
+    out = _tables(a, b)
+    assert out.returncode != 0
+    assert "the runs do not hold the same points" in out.stderr
+
+
+def test_one_run_has_no_pooled_row(tmp_path, capsys):
+    # From the command line one file prints the full tables instead; runs() with one file is the
+    # library case: its row, and no pooled row (a median of one run is that run).
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import tables
+    finally:
+        sys.path.pop(0)
+    f = tmp_path / "only.json"
+    _run_file(f, {(4096, 4096, 1, False): 1.3})
+    tables.runs([str(f)])
+    out = capsys.readouterr().out
+    assert "| only.json | x1.300 |" in out and "pooled" not in out
