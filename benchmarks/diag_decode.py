@@ -25,7 +25,8 @@ deeper rings, under a session-only relaxation of the stage limit), ``h100_diag_d
 (configs run two programs per SM, a session-only launcher knob), ``h100_diag_decode_probe.json``
 (``--old-module`` naming a copy of the kernel whose consumer skips the MMA, with
 ``--no-check-old``; shapes down to K = 256, one stage), ``h100_diag_w_copies.json``
-(``--old-module`` on the shipped kernel against a 3-D W copy build), ``h100_diag_m256.json``
+(``--old-module`` on the shipped kernel against a 3-D W copy build), ``h100_diag_direct_store.json``
+(the same against a build storing the output from registers), ``h100_diag_m256.json``
 (tiles at M = 256). Each file's ``note`` says what its columns were.
 """
 
