@@ -63,7 +63,8 @@ def main() -> None:
                 raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             print({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
             rows.append(row)
-            del sets, padded
+            sets.clear()
+            padded.clear()
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "triton": __import__("triton").__version__, "points": rows}, f, indent=1)

@@ -136,7 +136,8 @@ def main() -> None:
                 raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items() if k != "config"}, flush=True)
             rows.append(row)
-            del sets, words, src, dst
+            for held in (sets, words, src, dst):  # free this point's inputs before the next
+                held.clear()
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
                    "copy_bandwidth_TBps": bw / 1e12, "points": rows}, f, indent=1)

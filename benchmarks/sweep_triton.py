@@ -181,7 +181,7 @@ def main() -> None:
                 print(f"   {us:8.1f} us  x{base / us:4.2f}  {cfg}", flush=True)
             result["points"].append({"N": N, "K": K, "M": M, "baseline_us": base, "heuristic_us": heur_us,
                                      "floor_us": floor, "top": [{"us": us, "config": c} for us, c in rows[:8]]})
-            del sets
+            sets.clear()
             torch.cuda.empty_cache()
             with open(args.out, "w") as f:
                 json.dump(result, f, indent=1)

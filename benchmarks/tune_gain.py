@@ -244,8 +244,6 @@ def main() -> int:
         print(json.dumps(phase_reuse(args)))
         return 0
 
-    import torch
-
     from hipbmm_inductor.tuning.key import device_info
 
     device = _device()

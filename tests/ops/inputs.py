@@ -78,7 +78,7 @@ def error_bound(case: Case) -> torch.Tensor:
     return 2.0**-7 * ref.abs() + accum + 2.0**-22 * (absacc * scale + (0 if case.bias is None else case.bias.double().abs())) + 1e-30
 
 
-def _tensor_core_accumulation(case: Case) -> torch.Tensor | float:
+def tensor_core_accumulation(case: Case) -> torch.Tensor | float:
     """Extra error of fp8 tensor cores: inside one promotion interval (BLOCK_K products) Hopper's
     fp8 MMA keeps about 14 bits of the running sum, not fp32's 24 (DeepSeek-V3 report, section
     3.3.2; seen here: M=33, N=K=32 was 4 bf16 ulps off on a value that cancelled to ~1e-6).
@@ -99,7 +99,7 @@ def assert_close_to_truth(out: torch.Tensor, case: Case, what: str) -> None:
     assert out.is_contiguous(), what
     assert torch.isfinite(out).all(), f"{what}: non-finite output"
     err = (out.double() - float64_oracle(case)).abs()
-    bound = error_bound(case) + _tensor_core_accumulation(case)
+    bound = error_bound(case) + tensor_core_accumulation(case)
     bad = err > bound
     if bad.any():
         at = tuple(bad.nonzero()[0].tolist())

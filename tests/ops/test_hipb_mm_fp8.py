@@ -11,7 +11,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import hipbmm_inductor as hi
-from hipbmm_inductor import HipbmmInputError
 from hipbmm_inductor.compat import CPU_ROWWISE_SCALED_MM
 from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
 

@@ -32,7 +32,7 @@ import hipbmm_inductor as hi
 from hipbmm_inductor import envs
 from hipbmm_inductor.ops import registry
 
-from .inputs import assert_close_to_truth, make_case
+from .inputs import assert_close_to_truth, error_bound, float64_oracle, make_case, tensor_core_accumulation
 
 triton = pytest.importorskip("triton")
 T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
@@ -318,7 +318,7 @@ def test_gpu_compile_dynamic_m_no_recompile(triton_on_gpu):
         with ctx:
             out = cf(c.A, c.B, c.scale_a, c.scale_b, c.bias)
         # x2 is exact in bf16, so the bound of the op itself applies, doubled.
-        bound = error_bound(c) + _tensor_core_accumulation(c)
+        bound = error_bound(c) + tensor_core_accumulation(c)
         assert ((out.double() - 2 * float64_oracle(c)).abs() <= 2 * bound).all(), M
 
 

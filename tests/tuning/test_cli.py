@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from hipbmm_inductor import cli, envs, tuning
-from hipbmm_inductor.ops import registry
 from hipbmm_inductor.tuning.cli import parse_shape
 from hipbmm_inductor.tuning.store import Store, read_rows
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hipbmm_inductor import cli, tuning
-from hipbmm_inductor.ops import registry
 from hipbmm_inductor.tuning.record import read_untuned
 
 from . import fakes
