@@ -14,7 +14,7 @@ export HIPBMM_TUNING_CACHE="$(mktemp -d)"
   python3 -m hipbmm_inductor info
 } 2>&1 | tee "$OUT/info.txt"
 timeout 300 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.txt" | tail -40
-echo "--- demo (auto)" | tee "$OUT/demo.txt"
+echo "--- demo (defaults: triton on NVIDIA, Llama-3-8B MLP at 16 tokens)" | tee "$OUT/demo.txt"
 timeout 120 python3 -m hipbmm_inductor demo 2>&1 | tee -a "$OUT/demo.txt"
 echo "--- demo (HIPBMM_BACKEND=triton)" | tee -a "$OUT/demo.txt"
 HIPBMM_BACKEND=triton timeout 120 python3 -m hipbmm_inductor demo --tokens 16 --hidden 4096 --intermediate 14336 --iters 50 2>&1 | tee -a "$OUT/demo.txt"
