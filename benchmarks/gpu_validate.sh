@@ -2,7 +2,8 @@
 # One-shot GPU validation (the lent H100: torch 2.11, triton 3.6, no network). Runs the whole
 # test suite on the GPU image's PyTorch (GPU tests included), the demo with its defaults (the
 # Triton backend on NVIDIA) and under HIPBMM_BACKEND=auto, and writes logs to $OUT (default
-# ./gpu_out). No install needed: a source checkout on PYTHONPATH imports hipbmm_inductor.ops / .lowering (hipbmm_inductor/__init__.py).
+# ./gpu_out). No install needed: a source checkout on PYTHONPATH imports hipbmm_inductor.ops /
+# .lowering (hipbmm_inductor/__init__.py).
 set -u
 OUT="${OUT:-$PWD/gpu_out}"
 mkdir -p "$OUT"
