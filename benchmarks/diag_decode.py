@@ -28,6 +28,14 @@ deeper rings, under a session-only relaxation of the stage limit), ``h100_diag_d
 (``--old-module`` on the shipped kernel against a 3-D W copy build), ``h100_diag_direct_store.json``
 (the same against a build storing the output from registers), ``h100_diag_m256.json``
 (tiles at M = 256). Each file's ``note`` says what its columns were.
+
+``--once`` launches ours and the fastest reader three times each on the first shape and M, no
+timing, for a profiler; ``h100_ncu_decode_*.txt`` came from
+
+    ncu --clock-control none --kernel-name regex:"_fp8_gemm_hopper_kernel|_read_kernel" \
+        --launch-skip 2 --launch-count 2 --section SpeedOfLight --section LaunchStats \
+        --section Occupancy --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section SchedulerStats python benchmarks/diag_decode.py --once --shapes 4096,4096 --m 1
 """
 
 from __future__ import annotations
@@ -83,12 +91,25 @@ def main() -> None:
                    help="import path of another build of triton_fp8_hopper to time next to this one")
     p.add_argument("--no-check-old", dest="check_old", action="store_false",
                    help="do not require --old-module's output to equal ours (a probe that skips work)")
+    p.add_argument("--once", action="store_true", help="launch ours and the fastest reader 3 times, no timing")
     p.add_argument("--out", default="diag_decode.json")
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
     l2 = torch.cuda.get_device_properties(dev).L2_cache_size
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    if args.once:
+        N, K = _parse_shapes(args.shapes)[0]
+        M = _parse_ints(args.m, "--m")[0]
+        s = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, 0, False)[0]
+        cfg = C.heuristic_config(M, N, K, False, T.hopper_path(dev, torch.float8_e4m3fn))
+        words = s.B.t().contiguous().view(torch.int32)
+        sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
+        for _ in range(3):
+            T.launch(cfg, s.A, s.B, s.scale_a, s.scale_b, None, torch.bfloat16)
+            _read_kernel[(8 * sms,)](words, sink, words.numel(), BLOCK=1024, num_warps=4)
+        torch.cuda.synchronize()
+        return
     bw = copy_bandwidth(dev)
     old = importlib.import_module(args.old_module) if args.old_module else None
     sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
