@@ -238,6 +238,10 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
     if graphs:
         print(f"GPU time in a CUDA graph (replays, median of {iters}): compiled without the rewrite "
               f"{graphs['without rewrite']:.3f} ms, with it {graphs['with rewrite']:.3f} ms")
+    if dev.type == "cuda" and calls:
+        print("note: the latency line launches each kernel from Python; a hipb_mm_fp8 call costs ~100-200 us of "
+              "host time there (the op's dispatch and Triton's launcher, docs/benchmarks.md), more than its GPU "
+              "time at decode sizes. Serve decode under CUDA graphs, as timed on the line above.")
     if dev.type == "cpu":
         print("note: on the CPU, hipb_mm_fp8 runs the fp32 reference backend (the test oracle), so these "
               "timings say nothing about GPU speed; see the benchmarks for that")
