@@ -82,6 +82,19 @@ def _empty_kernel(out):
 READERS = [(1, 4096, 8), (2, 4096, 4), (4, 2048, 4), (8, 1024, 4)]
 
 
+def _hopper_config(spec: str) -> dict:
+    """``64x32x256/6`` -> the sm_90 config (BLOCK_M x BLOCK_N x BLOCK_K / stages)."""
+    try:
+        tile, stages = spec.split("/")
+        bm, bn, bk = (int(x) for x in tile.split("x"))
+        config = C.make_hopper_config(bm, bn, bk, int(stages))
+        H.check_config(config, bk)
+    except ValueError as e:
+        raise SystemExit(f"--configs: expected BLOCK_MxBLOCK_NxBLOCK_K/stages of a valid sm_90 config, "
+                         f"got {spec!r} ({e})")
+    return config
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shapes", default="4096,4096;6144,4096;4096,14336;8192,8192")
@@ -103,13 +116,14 @@ def main() -> None:
         M = _parse_ints(args.m, "--m")[0]
         s = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, 0, False)[0]
         cfg = C.heuristic_config(M, N, K, False, T.hopper_path(dev, torch.float8_e4m3fn))
-        words = s.B.t().contiguous().view(torch.int32)
+        words = s.B.t().view(torch.int32)
         sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
         for _ in range(3):
             T.launch(cfg, s.A, s.B, s.scale_a, s.scale_b, None, torch.bfloat16)
             _read_kernel[(8 * sms,)](words, sink, words.numel(), BLOCK=1024, num_warps=4)
         torch.cuda.synchronize()
         return
+    extras = [(spec, _hopper_config(spec)) for spec in filter(None, args.configs.replace(" ", "").split(","))]
     bw = copy_bandwidth(dev)
     old = importlib.import_module(args.old_module) if args.old_module else None
     sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
@@ -119,8 +133,7 @@ def main() -> None:
             sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
             n = len(sets)
             cfg = C.heuristic_config(M, N, K, False, T.hopper_path(dev, torch.float8_e4m3fn))
-            words = [s.B.view(torch.int32) if s.B.is_contiguous() else s.B.t().contiguous().view(torch.int32)
-                     for s in sets]
+            words = [s.B.t().view(torch.int32) for s in sets]  # the shuffled [N, K] storage, as read
             half = (M * K + N * K + 2 * M * N) // 2
             src = [torch.empty(half, dtype=torch.uint8, device=dev).random_() for _ in range(n)]
             dst = [torch.empty_like(x) for x in src]
@@ -136,9 +149,7 @@ def main() -> None:
                 calls[f"read_{per_sm}x{block}w{warps}"] = (
                     lambda i, g=per_sm * sms, b=block, w=warps:
                     _read_kernel[(g,)](words[i], sink, words[i].numel(), BLOCK=b, num_warps=w))
-            for spec in filter(None, args.configs.split(",")):
-                tile, stages = spec.split("/")
-                extra = C.make_hopper_config(*(int(x) for x in tile.split("x")), int(stages))
+            for spec, extra in extras:
                 if C.fits(extra, N, K):
                     calls[spec] = lambda i, c=extra: H.launch(c, sets[i].A, sets[i].B, sets[i].scale_a,
                                                               sets[i].scale_b, None, torch.bfloat16)
