@@ -381,10 +381,18 @@ def _main(args: argparse.Namespace) -> int:
         if os.path.exists(args.out + ".partial"):
             os.remove(args.out + ".partial")
         print(f"wrote {args.out}")
-    if args.plot:
-        plot(result, args.plot)
-        print(f"wrote {args.plot}")
+    plot_path = _plot_path(args.out, args.plot)
+    if plot_path:
+        plot(result, plot_path)
+        print(f"wrote {plot_path}")
     return 0
+
+
+def _plot_path(out: str, plot: Optional[str]) -> str:
+    """``--plot`` as given, or else beside ``--out`` (``x.json`` -> ``x.png``); '' for none."""
+    if plot is not None:
+        return plot
+    return os.path.splitext(out)[0] + ".png" if out else ""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -402,5 +410,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 F.linear comparison")
     p.add_argument("--inductor", default="", help="'N,K,M;...': also time Inductor max-autotune _scaled_mm")
     p.add_argument("--out", default="bench.json", help="JSON output path ('' for none)")
-    p.add_argument("--plot", default="bench.png", help="PNG output path ('' for none)")
+    p.add_argument("--plot", default=None, help="PNG output path (default: --out's path with .png; '' for none)")
     p.set_defaults(func=_main)

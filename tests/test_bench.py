@@ -68,3 +68,15 @@ def test_rotation_is_sized_by_the_fp8_call_only():
     # 4096 x 4096 at M = 1: 16.8 MB per call -> 10 sets (168 MB), where counting the bf16 copies
     # as well had given 2 sets (34 MB, inside L2).
     assert bench.rotation(1, 4096, 4096, 50 << 20) == 10
+
+
+@pytest.mark.parametrize("out,plot,expected", [
+    ("results/run.json", None, "results/run.png"),   # beside the JSON by default
+    ("bench.json", None, "bench.png"),
+    ("run", None, "run.png"),
+    ("", None, ""),                                   # no JSON asked for: no plot either
+    ("results/run.json", "figs/x.png", "figs/x.png"),  # an explicit path wins
+    ("results/run.json", "", ""),                     # and '' turns the plot off
+])
+def test_plot_path_follows_out(out, plot, expected):
+    assert bench._plot_path(out, plot) == expected
