@@ -16,7 +16,9 @@ in CUDA graphs, all columns timed in turns under one clock (``timing.time_graphs
   copy whose bandwidth, measured on 1 GiB, defines the floor, run at this size;
 - ``empty_us``: a kernel that does nothing, on the same grid: the fixed cost of a launch in a
   graph;
-- ``floor_us``: the bytes the GEMM moves over the device's copy bandwidth (the suite's floor).
+- ``floor_us``: the bytes the GEMM moves over the device's copy bandwidth (the suite's floor,
+  ``bench._bytes_moved``). The readers move only the weight's share of those bytes (95-100% at
+  M <= 64), so their percentages of this floor flatter them slightly.
 
     python benchmarks/diag_decode.py --out diag_decode.json
 
@@ -29,8 +31,8 @@ deeper rings, under a session-only relaxation of the stage limit), ``h100_diag_d
 (the same against a build storing the output from registers), ``h100_diag_m256.json``
 (tiles at M = 256). Each file's ``note`` says what its columns were.
 
-``--once`` launches ours and the fastest reader three times each on the first shape and M, no
-timing, for a profiler; ``h100_ncu_decode_*.txt`` came from
+``--once`` launches ours and the 8-programs-per-SM reader (the fastest at the suite's decode
+shapes) three times each on the first shape and M, no timing, for a profiler; ``h100_ncu_decode_*.txt`` came from
 
     ncu --clock-control none --kernel-name regex:"_fp8_gemm_hopper_kernel|_read_kernel" \
         --launch-skip 2 --launch-count 2 --section SpeedOfLight --section LaunchStats \
@@ -49,7 +51,7 @@ import triton
 import triton.language as tl
 
 import hipbmm_inductor as hi
-from hipbmm_inductor.bench import _make_sets, _parse_ints, _parse_shapes
+from hipbmm_inductor.bench import _bytes_moved, _make_sets, _parse_ints, _parse_shapes
 from hipbmm_inductor.timing import copy_bandwidth, time_graphs
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
@@ -61,10 +63,11 @@ def _read_kernel(src, out, n_words, BLOCK: tl.constexpr):
     # Each program streams a contiguous share of the words, BLOCK at a time (16-byte loads).
     pid = tl.program_id(0)
     per = tl.cdiv(n_words, tl.num_programs(0))
+    end = tl.minimum(pid * per + per, n_words)
     acc = tl.zeros([BLOCK], dtype=tl.int32)
-    for start in range(pid * per, tl.minimum(pid * per + per, n_words), BLOCK):
+    for start in range(pid * per, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        acc ^= tl.load(src + offs, mask=offs < n_words, other=0)
+        acc ^= tl.load(src + offs, mask=offs < end, other=0)  # this program's share only
     tl.store(out + pid, tl.reduce(acc, 0, _xor))
 
 
@@ -104,7 +107,8 @@ def main() -> None:
                    help="import path of another build of triton_fp8_hopper to time next to this one")
     p.add_argument("--no-check-old", dest="check_old", action="store_false",
                    help="do not require --old-module's output to equal ours (a probe that skips work)")
-    p.add_argument("--once", action="store_true", help="launch ours and the fastest reader 3 times, no timing")
+    p.add_argument("--once", action="store_true",
+                   help="launch ours and the 8-programs-per-SM reader 3 times each, no timing")
     p.add_argument("--out", default="diag_decode.json")
     args = p.parse_args()
     dev = torch.device("cuda")
@@ -134,7 +138,8 @@ def main() -> None:
             n = len(sets)
             cfg = C.heuristic_config(M, N, K, False, T.hopper_path(dev, torch.float8_e4m3fn))
             words = [s.B.t().view(torch.int32) for s in sets]  # the shuffled [N, K] storage, as read
-            half = (M * K + N * K + 2 * M * N) // 2
+            nbytes = _bytes_moved(M, N, K, False)
+            half = nbytes // 2
             src = [torch.empty(half, dtype=torch.uint8, device=dev).random_() for _ in range(n)]
             dst = [torch.empty_like(x) for x in src]
             calls = {
@@ -161,7 +166,7 @@ def main() -> None:
                     assert torch.equal(calls["old"](0).float(), ref), "the two builds disagree"
             times = time_graphs(list(calls.values()), n, 1.0, 11)
             row = {"N": N, "K": K, "M": M, "config": cfg,
-                   "floor_us": (M * K + N * K + 2 * M * N) / bw * 1e6}
+                   "floor_us": nbytes / bw * 1e6}
             row.update({f"{k}_us": t for k, t in zip(calls, times)})
             row["read_us"] = min(v for k, v in row.items() if k.startswith("read_"))
             if T._hopper_failed:

@@ -22,18 +22,11 @@ import torch._inductor.config as inductor_config
 import hipbmm_inductor
 from hipbmm_inductor import lowering
 from hipbmm_inductor.demo import FP8MLP
+from hipbmm_inductor.timing import capture_graph
 
 
 def _profile(fn, x, replays: int) -> dict:
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn(x)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn(x)
+    graph = capture_graph(lambda: fn(x))
     for _ in range(10):
         graph.replay()
     torch.cuda.synchronize()

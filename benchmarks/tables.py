@@ -36,15 +36,19 @@ def runs(paths: list[str]) -> None:
     the runs (a point that one run's clocks pushed below 0.9 counts by its typical value)."""
     print("| run | geomean | min | points < 0.9 | M <= 16 | M = 64 | M = 256 | M >= 1024 | M <= 64 at >= 75% of floor |")
     print("|---|---|---|---|---|---|---|---|---|")
-    geo, by_point = [], {}
+    geo, by_point, key_sets = [], {}, []
     for path in paths:
         recs = json.load(open(path))["records"]
+        keys = [(x["N"], x["K"], x["M"], x["bias"]) for x in recs]
+        if len(set(keys)) != len(keys):
+            raise SystemExit(f"{path}: a point appears twice")
+        key_sets.append(set(keys))
         geo.append(_gm([x["speedup"] for x in recs]))
         print(_row(path.rsplit("/", 1)[-1], recs))
-        for x in recs:
-            by_point.setdefault((x["N"], x["K"], x["M"], x["bias"]), []).append(x)
+        for key, x in zip(keys, recs):
+            by_point.setdefault(key, []).append(x)
     if len(paths) > 1:
-        if any(len(v) != len(paths) for v in by_point.values()):
+        if any(k != key_sets[0] for k in key_sets):
             raise SystemExit("the runs do not hold the same points: no pooled row")
         pooled = [{"M": v[0]["M"], "speedup": statistics.median(x["speedup"] for x in v),
                    "floor_fraction": statistics.median(x["floor_fraction"] for x in v)} for v in by_point.values()]

@@ -356,6 +356,7 @@ def _main(args: argparse.Namespace) -> int:
         if len(s) != 3:
             raise ValueError(f"--inductor: expected 'N,K,M;...', got {s}")
     fp8 = getattr(torch, args.fp8)
+    plot_path = _plot_path(args.out, args.plot)
     if args.accumulation:
         from hipbmm_inductor import envs
 
@@ -381,7 +382,6 @@ def _main(args: argparse.Namespace) -> int:
         if os.path.exists(args.out + ".partial"):
             os.remove(args.out + ".partial")
         print(f"wrote {args.out}")
-    plot_path = _plot_path(args.out, args.plot)
     if plot_path:
         plot(result, plot_path)
         print(f"wrote {plot_path}")
@@ -389,10 +389,13 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _plot_path(out: str, plot: Optional[str]) -> str:
-    """``--plot`` as given, or else beside ``--out`` (``x.json`` -> ``x.png``); '' for none."""
-    if plot is not None:
-        return plot
-    return os.path.splitext(out)[0] + ".png" if out else ""
+    """``--plot`` as given, or else beside ``--out`` (``x.json`` -> ``x.png``); '' for none. Refuses
+    a plot that would overwrite the JSON (``--out r.png``)."""
+    path = plot if plot is not None else (os.path.splitext(out)[0] + ".png" if out else "")
+    if path and out and os.path.abspath(path) == os.path.abspath(out):
+        raise ValueError(f"--plot and --out name the same file ({out}): the plot would overwrite the JSON; "
+                         f"name another --plot")
+    return path
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -157,7 +157,15 @@ def demo_backend(device: torch.device, hip: Optional[str]) -> Optional[str]:
     """The backend the demo names when the user named none (``None``: leave it to ``auto``)."""
     if device.type == "cpu":
         return "reference"
-    return None if hip else "triton"
+    return "triton" if device.type == "cuda" and not hip else None
+
+
+def demo_sizes(device: torch.device, tokens: Optional[int], hidden: Optional[int],
+               intermediate: Optional[int]) -> tuple[int, int, int]:
+    """``(tokens, hidden, intermediate)``: the given ones, the device's :data:`DEFAULT_SIZES` for
+    the rest."""
+    defaults = DEFAULT_SIZES["cpu" if device.type == "cpu" else "cuda"]
+    return tuple(v if v is not None else d for v, d in zip((tokens, hidden, intermediate), defaults))
 
 
 def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, intermediate: Optional[int] = None,
@@ -171,15 +179,14 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
     from hipbmm_inductor import envs, lowering
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sizes = DEFAULT_SIZES["cpu" if dev.type == "cpu" else "cuda"]
-    tokens, hidden, intermediate = (v if v is not None else d for v, d in zip((tokens, hidden, intermediate), sizes))
+    tokens, hidden, intermediate = demo_sizes(dev, tokens, hidden, intermediate)
     named = demo_backend(dev, torch.version.hip)
     if backend:
         hipbmm_inductor.set_backend(backend)
     elif named and not envs.is_set("HIPBMM_BACKEND"):
         hipbmm_inductor.set_backend(named)  # explicit choice = opt in (see module docstring)
         why = ("the pass only rewrites by default where the backend is known to be fast" if dev.type == "cpu" else
-               "auto keeps cuBLASLt on NVIDIA: the Triton backend wins under CUDA graphs, as timed below, "
+               "auto keeps the vendor GEMM on NVIDIA: the Triton backend wins under CUDA graphs, as timed below, "
                "not in eager launches")
         print(f"device {dev.type}: selecting the '{named}' backend explicitly ({why})")
     lowering.install()
@@ -238,8 +245,8 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
     if graphs:
         print(f"GPU time in a CUDA graph (replays, median of {iters}): compiled without the rewrite "
               f"{graphs['without rewrite']:.3f} ms, with it {graphs['with rewrite']:.3f} ms")
-    if dev.type == "cuda" and calls:
-        print("note: the latency line launches each kernel from Python; a hipb_mm_fp8 call costs ~100-200 us of "
+    if dev.type == "cuda" and calls and envs.HIPBMM_BACKEND == "triton":
+        print("note: the latency line launches each kernel from Python; a hipb_mm_fp8 call costs ~70-200 us of "
               "host time there (the op's dispatch and Triton's launcher, docs/benchmarks.md), more than its GPU "
               "time at decode sizes. Serve decode under CUDA graphs, as timed on the line above.")
     if dev.type == "cpu":
@@ -268,7 +275,8 @@ def _positive(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compile an FP8 Llama MLP with freezing and show what the lowering did")
-    p.add_argument("--tokens", type=_positive, default=None, help="M, the number of tokens (default 64 on cpu, 16 on gpu)")
+    p.add_argument("--tokens", type=_positive, default=None,
+                   help="M, the number of tokens (default 64 on cpu, 16 on gpu)")
     p.add_argument("--hidden", type=_positive, default=None, help="hidden size (default 256 on cpu, 4096 on gpu)")
     p.add_argument("--intermediate", type=_positive, default=None,
                    help="MLP intermediate size (default 512 on cpu, 14336 on gpu)")
@@ -276,5 +284,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=None,
                    help="hipb_mm_fp8 backend (default: HIPBMM_BACKEND if set, else reference on cpu, triton on "
                         "NVIDIA, auto on ROCm)")
-    p.add_argument("--iters", type=int, default=10, help="timed iterations per path (default 10)")
+    p.add_argument("--iters", type=_positive, default=10, help="timed iterations per path (default 10)")
     p.set_defaults(func=_cmd)

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["time_graph", "time_graphs", "time_plain", "copy_bandwidth", "fp8_peak"]
+__all__ = ["capture_graph", "time_graph", "time_graphs", "time_plain", "copy_bandwidth", "fp8_peak"]
 
 
 def _median_ms_events(fn: Callable[[], None], repeats: int) -> list[float]:
@@ -25,6 +25,22 @@ def _median_ms_events(fn: Callable[[], None], repeats: int) -> list[float]:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return times
+
+
+def capture_graph(body: Callable[[], object], warmup: int = 3) -> "torch.cuda.CUDAGraph":
+    """``body`` captured in a CUDA graph, after ``warmup`` eager runs on a side stream (compiles,
+    tuning lookups, allocator pools: nothing of that may happen during capture)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            body()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    return graph
 
 
 def time_graph(call: Callable[[int], object], n_sets: int, target_ms: float = 2.0, repeats: int = 15) -> float:

@@ -93,11 +93,11 @@ class TritonBackend:
         # h100_suite_repeat_*.json (Llama-3 8B/70B suite, CUDA graphs, vs torch._scaled_mm
         # rowwise timed in turns, promoted, six runs): geomean x1.212 on per-point medians
         # (runs x1.197-1.232), x1.44-1.50 at M <= 16, x1.04-1.08 at M = 256, x1.04-1.06 at
-        # M >= 1024, no point below x0.9 on medians (one run x0.88 at a power-limited prefill
-        # point), but only with the sm_90 Gluon kernel on a validated Triton; the portable kernel
-        # elsewhere (other GPUs, other Tritons) is slower than cuBLASLt above M = 64
+        # M >= 1024, no point below x0.9 on medians (one run had two power-limited prefill points
+        # at x0.878 and x0.8997), but only with the sm_90 Gluon kernel on a validated Triton; the
+        # portable kernel elsewhere (other GPUs, other Tritons) is slower than cuBLASLt above M = 64
         # (docs/benchmarks.md). And the win needs CUDA graphs: launched eagerly, a decode-sized
-        # call costs ~100 us of host time against _scaled_mm's 20-60 us. Until `auto` can tell
+        # call costs ~70-200 us of host time against _scaled_mm's 20-60 us. Until `auto` can tell
         # those cases apart, the pass routes here only when the user names the backend
         # (HIPBMM_BACKEND=triton). ROCm: aiter's hipBLASLt is the vendor path and nothing here
         # has been measured against it yet.

@@ -80,3 +80,9 @@ def test_rotation_is_sized_by_the_fp8_call_only():
 ])
 def test_plot_path_follows_out(out, plot, expected):
     assert bench._plot_path(out, plot) == expected
+
+
+@pytest.mark.parametrize("out,plot", [("r.png", None), ("r.json", "r.json"), ("a/../r.json", "r.json")])
+def test_plot_path_never_overwrites_the_json(out, plot):
+    with pytest.raises(ValueError, match="--plot and --out name the same file"):
+        bench._plot_path(out, plot)

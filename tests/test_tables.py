@@ -3,6 +3,7 @@ medians that docs/benchmarks.md quotes against the suite targets."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import statistics
@@ -27,10 +28,11 @@ def _tables(*paths: Path) -> subprocess.CompletedProcess:
 def test_pooled_row_is_the_geomean_of_per_point_medians(tmp_path):
     points = [(4096, 4096, 1, False), (4096, 4096, 4096, False), (8192, 8192, 64, True)]
     runs = [[1.5, 0.88, 1.2], [1.4, 0.95, 1.3], [1.6, 0.93, 1.1]]  # one run has a point below 0.9
+    floors = [0.5, 0.76, 0.9]  # median 0.76 clears 0.75, the mean (0.72) would not
     files = []
     for i, sp in enumerate(runs):
         files.append(tmp_path / f"run{i}.json")
-        _run_file(files[-1], dict(zip(points, sp)), floor=0.7 + 0.05 * i)
+        _run_file(files[-1], dict(zip(points, sp)), floor=floors[i])
     out = _tables(*files)
     assert out.returncode == 0, out.stderr
     pooled = next(line for line in out.stdout.splitlines() if line.startswith("| pooled"))
@@ -38,29 +40,38 @@ def test_pooled_row_is_the_geomean_of_per_point_medians(tmp_path):
     medians = [statistics.median(r[j] for r in runs) for j in range(len(points))]  # 1.5, 0.93, 1.2
     assert cells[1] == f"x{math.exp(sum(map(math.log, medians)) / 3):.3f}"
     assert cells[2] == "x0.930" and cells[3] == "0"  # the x0.88 run does not set the pooled minimum
-    # Floor fractions pooled the same way: medians 0.75 at both M <= 64 points.
+    # Floor fractions pooled the same way: the median (0.76) at both M <= 64 points.
     assert cells[-1] == "2 of 2"
     rows = [line for line in out.stdout.splitlines() if line.startswith("| run0")]
     assert rows and rows[0].split("|")[4].strip() == "1"  # run0's own row keeps its point below 0.9
 
 
 def test_runs_with_different_points_are_refused(tmp_path):
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
     _run_file(a, {(4096, 4096, 1, False): 1.2, (4096, 4096, 64, False): 1.1})
     _run_file(b, {(4096, 4096, 1, False): 1.2})
-    out = _tables(a, b)
-    assert out.returncode != 0
-    assert "the runs do not hold the same points" in out.stderr
+    _run_file(c, {(4096, 4096, 1, False): 1.2, (4096, 4096, 16, False): 1.1})  # as many points, other ones
+    for pair in ((a, b), (a, c)):
+        out = _tables(*pair)
+        assert out.returncode != 0
+        assert "the runs do not hold the same points" in out.stderr
+
+
+def test_a_point_twice_in_one_run_is_refused(tmp_path):
+    a = tmp_path / "a.json"
+    rec = {"N": 16, "K": 32, "M": 1, "bias": False, "speedup": 1.0, "floor_fraction": 0.8}
+    a.write_text(json.dumps({"records": [rec, rec]}))
+    out = _tables(a, a)
+    assert out.returncode != 0 and "a point appears twice" in out.stderr
 
 
 def test_one_run_has_no_pooled_row(tmp_path, capsys):
     # From the command line one file prints the full tables instead; runs() with one file is the
     # library case: its row, and no pooled row (a median of one run is that run).
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import tables
-    finally:
-        sys.path.pop(0)
+    # Loaded from its path: "tables" is also PyTables' import name.
+    spec = importlib.util.spec_from_file_location("hipbmm_bench_tables", ROOT / "benchmarks" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
     f = tmp_path / "only.json"
     _run_file(f, {(4096, 4096, 1, False): 1.3})
     tables.runs([str(f)])

@@ -23,6 +23,21 @@ def test_time_graphs_reports_time_per_call():
     assert 0.85 < single / a < 1.15, (single, a)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_capture_graph_replays_the_body():
+    """The captured body runs once per replay, on the graph's own buffers: a counter tensor
+    incremented in the body reads warmup + replays afterwards (the warm-up ran eagerly)."""
+    count = torch.zeros((), device="cuda")
+    graph = timing.capture_graph(lambda: count.add_(1), warmup=2)
+    torch.cuda.synchronize()
+    assert count.item() == 2  # capture itself does not run the body
+    for _ in range(5):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert count.item() == 7
+
+
 @pytest.mark.parametrize("kwargs, match", [(dict(calls=[], n_sets=2), "calls"),
                                            (dict(calls=[print], n_sets=0), "n_sets"),
                                            (dict(calls=[print], n_sets=2, repeats=0), "repeats"),

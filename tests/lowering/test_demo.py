@@ -34,19 +34,22 @@ def test_demo_backend_and_sizes_per_device():
     NVIDIA (auto keeps cuBLASLt there); on ROCm it leaves the choice to auto (aiter)."""
     import torch
 
-    from hipbmm_inductor.demo import DEFAULT_SIZES, demo_backend
+    from hipbmm_inductor.demo import demo_backend, demo_sizes
 
     assert demo_backend(torch.device("cpu"), None) == "reference"
     assert demo_backend(torch.device("cuda"), None) == "triton"
     assert demo_backend(torch.device("cuda"), "6.4.0") is None
-    # The GPU default is a Llama-3-8B MLP at decode; every size meets the op's N % 16 and K % 32.
-    for tokens, hidden, intermediate in DEFAULT_SIZES.values():
-        assert tokens >= 1 and hidden % 32 == 0 and intermediate % 32 == 0
-    assert DEFAULT_SIZES["cuda"] == (16, 4096, 14336)
+    assert demo_backend(torch.device("meta"), None) is None  # neither: auto decides (and explains)
+    # Sizes not given take the device's defaults, given ones are kept: small on the CPU (an fp32
+    # oracle), Llama-3-8B's MLP at decode on a GPU.
+    assert demo_sizes(torch.device("cpu"), None, None, None) == (64, 256, 512)
+    assert demo_sizes(torch.device("cuda"), None, None, None) == (16, 4096, 14336)
+    assert demo_sizes(torch.device("cuda", 1), 3, None, 1024) == (3, 4096, 1024)
 
 
 def test_demo_cli_refuses_non_positive_sizes():
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIPBMM_")}
-    res = subprocess.run([sys.executable, "-m", "hipbmm_inductor", "demo", "--tokens", "0", "--device", "cpu"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "--tokens" in res.stderr and "positive integer" in res.stderr, res.stderr
+    for arg in ("--tokens", "--iters"):
+        res = subprocess.run([sys.executable, "-m", "hipbmm_inductor", "demo", arg, "0", "--device", "cpu"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and arg in res.stderr and "positive integer" in res.stderr, res.stderr
