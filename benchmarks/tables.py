@@ -18,6 +18,14 @@ def _gm(xs):
     return math.exp(sum(map(math.log, xs)) / len(xs))
 
 
+def _load(path: str) -> dict:
+    with open(path) as f:
+        result = json.load(f)
+    if not isinstance(result, dict) or not result.get("records"):
+        raise SystemExit(f"{path}: not a bench result (no 'records'; write one with python -m hipbmm_inductor bench)")
+    return result
+
+
 def _row(name: str, recs: list[dict]) -> str:
     sp = [x["speedup"] for x in recs]
 
@@ -38,7 +46,7 @@ def runs(paths: list[str]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     geo, by_point, key_sets = [], {}, []
     for path in paths:
-        recs = json.load(open(path))["records"]
+        recs = _load(path)["records"]
         keys = [(x["N"], x["K"], x["M"], x["bias"]) for x in recs]
         if len(set(keys)) != len(keys):
             raise SystemExit(f"{path}: a point appears twice")
@@ -57,7 +65,7 @@ def runs(paths: list[str]) -> None:
 
 
 def main(path: str) -> None:
-    r = json.load(open(path))
+    r = _load(path)
     recs = r["records"]
     print(f"{r['device']}, torch {r['torch']}, triton {r['triton']}; accumulation "
           f"{r.get('accumulation', 'promoted')}; baseline: {r.get('baseline', 'torch._scaled_mm rowwise')}")

@@ -27,16 +27,27 @@ def _median_ms_events(fn: Callable[[], None], repeats: int) -> list[float]:
     return times
 
 
-def capture_graph(body: Callable[[], object], warmup: int = 3) -> "torch.cuda.CUDAGraph":
-    """``body`` captured in a CUDA graph, after ``warmup`` eager runs on a side stream (compiles,
-    tuning lookups, allocator pools: nothing of that may happen during capture)."""
+def _warm_up(body: Callable[[], object], times: int) -> None:
+    # On a side stream, as CUDA-graph capture wants: compiles, tuning lookups, allocator pools
+    # (nothing of that may happen during capture).
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for _ in range(warmup):
+        for _ in range(times):
             body()
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
+
+
+def _rotations_for(rotation: Callable[[], object], target_ms: float) -> int:
+    """How many rotations make a timed body of ~``target_ms`` (from a median of three)."""
+    est_ms = statistics.median(_median_ms_events(rotation, 3))
+    return max(1, math.ceil(target_ms / max(est_ms, 1e-3)))
+
+
+def capture_graph(body: Callable[[], object], warmup: int = 3) -> "torch.cuda.CUDAGraph":
+    """``body`` captured in a CUDA graph, after ``warmup`` eager runs on a side stream."""
+    _warm_up(body, warmup)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         body()
@@ -65,21 +76,13 @@ def time_graphs(calls: Sequence[Callable[[int], object]], n_sets: int, target_ms
                          f"repeats={repeats}, target_ms={target_ms}")
     graphs, per_replay = [], []
     for call in calls:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for i in range(n_sets):  # warm-up: compiles, tuning lookups, allocator pools
+        def rotation(call=call):
+            for i in range(n_sets):
                 call(i)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        # Estimate one rotation's time, then unroll enough rotations for a replay of ~target_ms.
-        est = statistics.median(_median_ms_events(lambda: [call(i) for i in range(n_sets)], 3)) / n_sets
-        rotations = max(1, math.ceil(target_ms / max(est * n_sets, 1e-3)))
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(rotations):
-                for i in range(n_sets):
-                    call(i)
+
+        _warm_up(rotation, 1)
+        rotations = _rotations_for(rotation, target_ms)
+        graph = capture_graph(lambda: [rotation() for _ in range(rotations)], warmup=0)
         graph.replay()
         torch.cuda.synchronize()
         graphs.append(graph)
@@ -95,16 +98,17 @@ def time_graphs(calls: Sequence[Callable[[int], object]], n_sets: int, target_ms
 
 def time_plain(call: Callable[[int], object], n_sets: int, target_ms: float = 2.0, repeats: int = 15) -> float:
     """Median microseconds per ``call(i)`` issued eagerly back to back (host overhead included)."""
-    for i in range(n_sets):
-        call(i)
+    def rotation():
+        for i in range(n_sets):
+            call(i)
+
+    rotation()
     torch.cuda.synchronize()
-    est = statistics.median(_median_ms_events(lambda: [call(i) for i in range(n_sets)], 3)) / n_sets
-    rotations = max(1, math.ceil(target_ms / max(est * n_sets, 1e-3)))
+    rotations = _rotations_for(rotation, target_ms)
 
     def body():
         for _ in range(rotations):
-            for i in range(n_sets):
-                call(i)
+            rotation()
 
     return statistics.median(_median_ms_events(body, repeats)) * 1e3 / (rotations * n_sets)
 

@@ -77,3 +77,11 @@ def test_one_run_has_no_pooled_row(tmp_path, capsys):
     tables.runs([str(f)])
     out = capsys.readouterr().out
     assert "| only.json | x1.300 |" in out and "pooled" not in out
+
+
+def test_a_file_that_is_not_a_bench_result_is_named(tmp_path):
+    f = tmp_path / "sweep.json"
+    f.write_text(json.dumps({"points": []}))  # a sweep or diag file, not bench's
+    for args in ((f,), (f, f)):
+        out = _tables(*args)
+        assert out.returncode != 0 and "sweep.json: not a bench result" in out.stderr, out.stderr
