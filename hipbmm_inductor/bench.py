@@ -339,7 +339,35 @@ def _parse_ints(text: str, arg: str) -> list[int]:
     return vals
 
 
+def _main_block(args: argparse.Namespace) -> int:
+    from . import bench_block as bb
+
+    tokens = _parse_ints(args.tokens, "--tokens")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = args.out if args.out != "bench.json" else "block.json"
+    plot_path = _plot_path(out, args.plot)
+    done: list = []
+
+    def progress(r) -> None:
+        print(bb.format_record(r), flush=True)
+        done.append(r)
+        if out:  # partial results survive an interrupted run
+            bb.write(done, out, device, args.backend)
+
+    bb.run_block_bench(args.model, tokens, modes, backend=args.backend, iters=args.iters, repeats=args.repeats,
+                       progress=progress)
+    if out:
+        print(f"wrote {out}")
+    if plot_path and done:
+        bb.plot(done, plot_path, device, args.backend)
+        print(f"wrote {plot_path}")
+    return 0
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.model:
+        return _main_block(args)
     if not torch.cuda.is_available():
         raise RuntimeError("bench: needs a GPU (torch.cuda.is_available() is False)")
     shapes = _parse_shapes(args.shapes)
@@ -406,6 +434,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plain", action="store_true", help="skip eager (host-overhead-included) timings")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 F.linear comparison")
     p.add_argument("--inductor", default="", help="'N,K,M;...': also time Inductor max-autotune _scaled_mm")
-    p.add_argument("--out", default="bench.json", help="JSON output path ('' for none)")
+    p.add_argument("--out", default="bench.json", help="JSON output path ('' for none; block.json with --model)")
     p.add_argument("--plot", default=None, help="PNG output path (default: --out's path with .png; '' for none)")
+    b = p.add_argument_group("decoder block (--model): a compiled FP8 layer with and without the rewrite")
+    b.add_argument("--model", default=None, choices=("llama3-8b", "llama3-70b", "tiny"),
+                   help="time a compiled FP8 decoder block of this model instead of single GEMMs")
+    b.add_argument("--tokens", default="1,16,128,512,2048", help="comma-separated token counts (with --model)")
+    b.add_argument("--modes", default="default,reduce-overhead,max-autotune",
+                   help="comma-separated torch.compile modes (with --model)")
+    b.add_argument("--iters", type=int, default=20, help="calls per timed loop (with --model)")
+    b.add_argument("--repeats", type=int, default=10, help="timed loops; the median is reported (with --model)")
     p.set_defaults(func=_main)

@@ -36,6 +36,8 @@ ACCUMULATION_MODES = ("promoted", "fast")
 
 # Values set from Python (set_backend, enable/disable, ...). They win over the environment.
 _overrides: dict[str, object] = {}
+_MISSING = object()
+_environ = os.environ
 
 
 def _flag(name: str, default: str) -> bool:
@@ -104,6 +106,13 @@ def set_override(name: str, value: object) -> None:
         _overrides.pop(name, None)
     else:
         _overrides[name] = value
+
+
+def raw(name: str) -> object:
+    """The setting as given, unparsed: the Python override, else the environment's text, else
+    ``None``. Cheap (two dict lookups), for memo keys on hot paths; parse with ``envs.NAME``."""
+    value = _overrides.get(name, _MISSING)
+    return _environ.get(name) if value is _MISSING else value
 
 
 def is_overridden(name: str) -> bool:

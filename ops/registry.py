@@ -182,12 +182,17 @@ def _select(name: str, device: torch.device) -> Backend:
 
 
 def backend_for(device: torch.device) -> Backend:
-    """The backend that serves ``device`` under the current setting (memoised)."""
-    name = configured_backend()
-    key = (name, device)
+    """The backend that serves ``device`` under the current setting (memoised).
+
+    Runs on every op call: the setting is read raw (an override, else the environment) and the
+    memo is keyed on that raw text, so a changed ``HIPBMM_BACKEND`` still takes effect at once
+    while the common case costs two dict lookups.
+    """
+    raw = envs.raw("HIPBMM_BACKEND")
+    key = (raw, device)
     backend = _selected.get(key)
     if backend is None:
-        backend = _select(name, device)
+        backend = _select(configured_backend(), device)
         with _lock:
             _selected[key] = backend
     return backend

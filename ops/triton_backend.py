@@ -4,9 +4,12 @@ Portable: it runs wherever Triton runs a GPU kernel (NVIDIA, ROCm), and on the C
 ``TRITON_INTERPRET=1`` (how CI tests it). It reads the same preshuffled weights as aiter's
 ``hipb_mm``, so one prepacked model serves every backend.
 
-Every call asks :func:`hipbmm_inductor.tuning.choose` for its config (an in-memory dict lookup
-on the hot path), passing the per-(N, K, M bucket) heuristic as the default and the config space
-as the tuner's candidates. Triton is imported on first use, never at ``import hipbmm_inductor``.
+The first call of each shape (device, fp8 dtype, N, K, M, bias dtype, accumulation mode, tuning
+state) asks :func:`hipbmm_inductor.tuning.resolve` for its config (the per-(N, K, M bucket)
+heuristic is the default, the config space the tuner's candidates) and builds a launch plan
+(:mod:`.triton_plan`); every later call of that shape is a dict lookup and the plan's launch.
+Triton is imported on first use, never at ``import hipbmm_inductor``: this module is imported to
+probe availability on machines without Triton.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import importlib.util
 
 import torch
 
-from hipbmm_inductor import envs
+from hipbmm_inductor import envs, tuning
 
 from .registry import Availability, register_backend
+from .triton_configs import config_space, heuristic_config, m_bucket
 
 __all__ = ["TritonBackend", "KERNEL_VERSION"]
 
@@ -37,17 +41,19 @@ _EXTRA_KEYS = {
 }
 
 
+# Launch plans kept (one per shape and exact M); past this many they are dropped and rebuilt.
+PLAN_CACHE_SIZE = 4096
+
+
 @functools.lru_cache(maxsize=2)
 def _tuner_run(fast: bool):
-    from .triton_fp8_gemm import launch
+    from .triton_fp8_gemm import launch  # imports triton
 
     return functools.partial(launch, fast_accum=fast)
 
 
 @functools.lru_cache(maxsize=None)
 def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False) -> dict:
-    from .triton_configs import heuristic_config
-
     # Memoised: the heuristic is pure in (M bucket, N, K, mode, device kind), and M=1 decode
     # calls are host-bound, so every microsecond of Python on this path shows up in the step time.
     return heuristic_config(bucket, N, K, fast_accum, hopper)
@@ -55,6 +61,10 @@ def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False, hopper: bo
 
 class TritonBackend:
     name = "triton"
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple, object] = {}
+        self._plans_tuner = None
 
     def availability(self, device: torch.device) -> Availability:
         device = torch.device(device)
@@ -103,32 +113,94 @@ class TritonBackend:
         # has been measured against it yet.
         return False
 
+    # -- the per-call path ------------------------------------------------------------------
+    def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
+        M, K = A.shape
+        N = B.shape[1]
+        t = tuning._tuner or tuning.tuner()
+        if t is not self._plans_tuner:  # tuning.reload(): a new cache folder or environment
+            self.reset_plans()
+            self._plans_tuner = t
+        fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"
+        device = A.device
+        key = (device, A.dtype, N, K, M, None if bias is None else bias.dtype, fast, t.mode, t.force)
+        plan = self._plans.get(key)
+        if device.type == "cuda" and device.index != torch.cuda.current_device():
+            # Triton compiles for, and launches on the stream of, the current device.
+            with torch.cuda.device(device):
+                if plan is None:
+                    return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype, fast)
+                return plan(A, B, scale_a, scale_b, bias)
+        if plan is None:
+            return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype, fast)
+        return plan(A, B, scale_a, scale_b, bias)
+
     def config_for(self, A, B, scale_a, scale_b, bias, out_dtype) -> tuple[dict, bool]:
         """``(config, fast_accum)`` this call launches with: a cached or tuned config for its
         tuning key, else the heuristic (what ``bench`` records beside each timing)."""
-        from hipbmm_inductor import tuning
+        fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"
+        config, _ = self._resolve(A, B, scale_a, scale_b, bias, out_dtype, fast)
+        if config.get("HOPPER", 0) and not self._hopper_usable(A, B):
+            M, K = A.shape
+            config = _heuristic(m_bucket(M), B.shape[1], K, fast, False)
+        return config, fast
 
-        from .triton_configs import config_space, m_bucket
-        from .triton_fp8_gemm import hopper_path
+    def reset_plans(self) -> None:
+        """Forget every launch plan (the next call of each shape builds its plan again)."""
+        self._plans.clear()
 
+    # -- building plans ----------------------------------------------------------------------
+    def _resolve(self, A, B, scale_a, scale_b, bias, out_dtype, fast: bool) -> tuple[dict, bool]:
         M, K = A.shape
         N = B.shape[1]
-        fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"
-        hopper = A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
-        config = tuning.choose(
+        hopper = self._hopper_usable(A, B)
+        return tuning.resolve(
             "triton", A, B, scale_a, scale_b, bias, out_dtype,
             default=_heuristic(m_bucket(M), N, K, fast, hopper),
             candidates=lambda: config_space(M, N, K, fast, hopper),
             run=_tuner_run(fast),
             extra_key=_EXTRA_KEYS[fast, hopper],
         )
-        return config, fast
 
-    def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
-        from .triton_fp8_gemm import launch
+    @staticmethod
+    def _hopper_usable(A, B) -> bool:
+        from .triton_fp8_gemm import hopper_path  # imports triton
 
-        config, fast = self.config_for(A, B, scale_a, scale_b, bias, out_dtype)
-        return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
+        return (A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
+                and A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0)
+
+    def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype, fast: bool) -> torch.Tensor:
+        from .triton_fp8_gemm import hopper_failed, launch, prepare  # imports triton
+        from .triton_plan import HopperPlan, PortablePlan
+
+        config, final = self._resolve(A, B, scale_a, scale_b, bias, out_dtype, fast)
+        M, K = A.shape
+        N = B.shape[1]
+        if config.get("HOPPER", 0) and not self._hopper_usable(A, B):
+            # A HOPPER config where the Gluon kernel cannot run (a validated Triton is missing,
+            # it failed here once, or this call's A/B are not 16-byte aligned): the portable
+            # kernel, through launch(), which raises for a non-sm_90 device.
+            return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
+        if config.get("HOPPER", 0):
+            from . import triton_fp8_hopper as hopper
+
+            plan = HopperPlan(config, hopper.prepare(config, M, N, K, bias is not None, A.device))
+            try:
+                out = plan(A, B, scale_a, scale_b, bias)
+            except (ValueError, torch.OutOfMemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001 - Gluon compile errors or API drift: fall back
+                hopper_failed(A.device, e)
+                self.reset_plans()
+                return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
+        else:
+            plan = PortablePlan(config, prepare(config, M, N, K, A.dtype, bias is not None, A.device, fast))
+            out = plan(A, B, scale_a, scale_b, bias)
+        if final:  # not a default handed out while online tuning had to wait (graph capture)
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return out
 
 
 register_backend(TritonBackend())

@@ -57,8 +57,10 @@ the products and fp32 sums are then the same; it only runs at fp16 tensor-core s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -69,7 +71,8 @@ from .triton_configs import heuristic_config
 
 log = logging.getLogger("hipbmm_inductor")
 
-__all__ = ["launch", "native_fp8", "hopper_path", "gluon_validated", "GLUON_VALIDATED"]
+__all__ = ["launch", "prepare", "run_prepared", "Prepared", "ARG_NAMES", "EPILOGUE_ARG_NAMES", "native_fp8",
+           "hopper_path", "hopper_failed", "gluon_validated", "GLUON_VALIDATED"]
 
 
 
@@ -333,6 +336,91 @@ def _device_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+# The two kernels' arguments in signature order (for binder-free relaunches; checked against the
+# compiled kernels by triton_launch.CompiledLaunch.create).
+ARG_NAMES = ("a_ptr", "w_ptr", "sa_ptr", "sb_ptr", "bias_ptr", "c_ptr", "M", "N", "K", "HAS_BIAS", "UPCAST", "FNUZ",
+             "BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "GROUP_M", "SWAP_AB", "PROMOTE", "A_TMA")
+EPILOGUE_ARG_NAMES = ("p_ptr", "sa_ptr", "sb_ptr", "bias_ptr", "c_ptr", "M", "N", "HAS_BIAS", "SPLIT_K", "BLOCK")
+_EPILOGUE_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a launch of the portable kernel for one (config, M, N, K, bias, mode) needs except
+    the tensors' addresses. ``a_tma`` launches need A 16-byte aligned (the caller checks)."""
+
+    M: int
+    N: int
+    K: int
+    grid: tuple[int, int, int]
+    split_k: int
+    upcast: bool
+    a_tma: bool
+    a_block: tuple[int, int]
+    constexprs: tuple  # HAS_BIAS .. A_TMA, in ARG_NAMES order
+    num_warps: int
+    num_stages: int
+    epilogue_grid: tuple[int, int, int]
+
+
+def prepare(config: dict, M: int, N: int, K: int, dtype: torch.dtype, has_bias: bool, device: torch.device,
+            fast_accum: bool = False) -> Prepared:
+    """Resolve a launch of a portable (non-``HOPPER``) ``config``; raises ``ValueError`` for a
+    config the kernel cannot run."""
+    BM, BN, BK, SK = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)
+    if K % (BK * SK) != 0 or BK % 32 != 0 or BN % 16 != 0:
+        raise ValueError(
+            f"triton config {config}: needs BLOCK_K % 32 == 0, BLOCK_N % 16 == 0 and "
+            f"K % (BLOCK_K * SPLIT_K) == 0 (K={K})"
+        )
+    upcast = not native_fp8(device.type, _arch_for(device), dtype)
+    fnuz = dtype == torch.float8_e4m3fnuz
+    swap = bool(config.get("SWAP_AB", 0)) and fast_accum
+    a_tma = bool(config.get("A_TMA", 0)) and _has_tma(device)
+    return Prepared(
+        M=M, N=N, K=K, grid=(triton.cdiv(M, BM) * triton.cdiv(N, BN), SK, 1), split_k=SK, upcast=upcast,
+        a_tma=a_tma, a_block=(BM, BK),
+        constexprs=(has_bias, upcast, fnuz, BM, BN, BK, SK, config.get("GROUP_M", 8), swap, not fast_accum, a_tma),
+        num_warps=config["num_warps"], num_stages=config["num_stages"],
+        epilogue_grid=(triton.cdiv(M * N, _EPILOGUE_BLOCK), 1, 1),
+    )
+
+
+def a_descriptor(p: Prepared, A: torch.Tensor):
+    """The host TMA descriptor of A for ``a_tma`` launches (A must be 16-byte aligned)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(A, [p.M, p.K], [p.K, 1], list(p.a_block))
+
+
+def run_prepared(p: Prepared, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
+                 bias: Optional[torch.Tensor], out: torch.Tensor, workspace: Optional[torch.Tensor] = None):
+    """Launch through Triton (compiling on first use); returns the ``CompiledKernel`` of the main
+    kernel and of the split-K epilogue (``None`` without split-K). ``workspace``: the fp32
+    ``[SPLIT_K, M, N]`` partial sums when ``split_k > 1``."""
+    w = B.t()  # the shuffled [N, K] storage, contiguous
+    if p.upcast:
+        # The kernel decodes the bytes itself; Triton has no fp8e4b8 type on NVIDIA.
+        A, w = A.view(torch.uint8), w.view(torch.uint8)
+    # A host-built descriptor travels by value in the kernel's parameters: nothing to allocate
+    # or free, so graph capture and replay are unaffected.
+    a_arg = a_descriptor(p, A) if p.a_tma else A
+    target = out if p.split_k == 1 else workspace
+    bias_arg = bias if bias is not None else scale_b
+    names = ARG_NAMES[9:]
+    main = _fp8_gemm_preshuffled_kernel[p.grid](
+        a_arg, w, scale_a, scale_b, bias_arg, target, p.M, p.N, p.K,
+        num_warps=p.num_warps, num_stages=p.num_stages, **dict(zip(names, p.constexprs)),
+    )
+    epilogue = None
+    if p.split_k > 1:
+        epilogue = _split_k_epilogue_kernel[p.epilogue_grid](
+            target, scale_a, scale_b, bias_arg, out, p.M, p.N,
+            HAS_BIAS=bias is not None, SPLIT_K=p.split_k, BLOCK=_EPILOGUE_BLOCK, num_warps=4,
+        )
+    return main, epilogue
+
+
 def launch(
     config: dict,
     A: torch.Tensor,
@@ -347,7 +435,9 @@ def launch(
 
     ``fast_accum`` drops the fp32 promotion of Hopper's wgmma sums (see "Accumulation" above);
     it is what lets ``SWAP_AB`` configs run swapped. Allocates only through the caching
-    allocator and never synchronises, so it is safe under CUDA-graph capture.
+    allocator and never synchronises, so it is safe under CUDA-graph capture. This is the
+    launch through Triton's binder that tuning and tests use; the backend's per-shape launch
+    plans (:mod:`.triton_plan`) resolve the same steps once and relaunch without it.
     """
     M, K = A.shape
     N = B.shape[1]
@@ -367,65 +457,22 @@ def launch(
             except (ValueError, torch.OutOfMemoryError):
                 raise  # a bad config, or no memory: the caller's problem, not Gluon's
             except Exception as e:  # noqa: BLE001 - compile errors, API drift: see _hopper_failed
-                _hopper_failed.add(_device_index(A.device))
-                hopper_path.cache_clear()
-                log.warning("hipbmm_inductor: the sm_90 Gluon kernel failed on %s (%s: %s); using the "
-                            "portable Triton kernel from now on", A.device, type(e).__name__, str(e)[:300])
+                hopper_failed(A.device, e)
         # The Gluon kernel is not usable here (an unvalidated Triton, a failure above, a view TMA
         # cannot address, e.g. a tuned config cached elsewhere): the portable kernel, promoted too.
         config = heuristic_config(M, N, K, fast_accum)
-    BM, BN, BK, SK = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config.get("SPLIT_K", 1)
-    if K % (BK * SK) != 0 or BK % 32 != 0 or BN % 16 != 0:
-        raise ValueError(
-            f"triton config {config}: needs BLOCK_K % 32 == 0, BLOCK_N % 16 == 0 and "
-            f"K % (BLOCK_K * SPLIT_K) == 0 (K={K})"
-        )
-    w = B.t()  # the shuffled [N, K] storage, contiguous
-    upcast = not native_fp8(A.device.type, _arch_for(A.device), A.dtype)
-    fnuz = A.dtype == torch.float8_e4m3fnuz
-    if upcast:
-        # The kernel decodes the bytes itself; Triton has no fp8e4b8 type on NVIDIA.
-        A, w = A.view(torch.uint8), w.view(torch.uint8)
-    swap = bool(config.get("SWAP_AB", 0)) and fast_accum
-    a_arg = A
-    if config.get("A_TMA", 0) and _has_tma(A.device) and A.data_ptr() % 16 == 0:
-        # A host-built descriptor travels by value in the kernel's parameters: nothing to
-        # allocate or free, so graph capture and replay are unaffected.
-        from triton.tools.tensor_descriptor import TensorDescriptor
-
-        a_arg = TensorDescriptor(A, [M, K], [K, 1], [BM, BK])
+    p = prepare(config, M, N, K, A.dtype, bias is not None, A.device, fast_accum)
+    if p.a_tma and A.data_ptr() % 16 != 0:
+        p = dataclasses.replace(p, a_tma=False, constexprs=p.constexprs[:-1] + (False,))
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
-    target = out if SK == 1 else torch.empty((SK, M, N), dtype=torch.float32, device=A.device)
-    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN), SK)
-    has_bias = bias is not None
-    _fp8_gemm_preshuffled_kernel[grid](
-        a_arg,
-        w,
-        scale_a,
-        scale_b,
-        bias if has_bias else scale_b,
-        target,
-        M,
-        N,
-        K,
-        HAS_BIAS=has_bias,
-        UPCAST=upcast,
-        FNUZ=fnuz,
-        BLOCK_M=BM,
-        BLOCK_N=BN,
-        BLOCK_K=BK,
-        SPLIT_K=SK,
-        GROUP_M=config.get("GROUP_M", 8),
-        SWAP_AB=swap,
-        PROMOTE=not fast_accum,
-        A_TMA=a_arg is not A,
-        num_warps=config["num_warps"],
-        num_stages=config["num_stages"],
-    )
-    if SK > 1:
-        block = 1024
-        _split_k_epilogue_kernel[(triton.cdiv(M * N, block),)](
-            target, scale_a, scale_b, bias if has_bias else scale_b, out, M, N,
-            HAS_BIAS=has_bias, SPLIT_K=SK, BLOCK=block, num_warps=4,
-        )
+    workspace = None if p.split_k == 1 else torch.empty((p.split_k, M, N), dtype=torch.float32, device=A.device)
+    run_prepared(p, A, B, scale_a, scale_b, bias, out, workspace)
     return out
+
+
+def hopper_failed(device: torch.device, e: BaseException) -> None:
+    """Record that the Gluon kernel failed on ``device``: the portable kernel serves it from now on."""
+    _hopper_failed.add(_device_index(device))
+    hopper_path.cache_clear()
+    log.warning("hipbmm_inductor: the sm_90 Gluon kernel failed on %s (%s: %s); using the "
+                "portable Triton kernel from now on", device, type(e).__name__, str(e)[:300])

@@ -51,6 +51,7 @@ zeros (TMA); the TMA store clips them.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -64,7 +65,7 @@ from triton.runtime.jit import constexpr_function
 
 from .triton_configs import HOPPER_SMEM_BYTES, hopper_smem_bytes
 
-__all__ = ["launch", "check_config", "a_boxes", "c_boxes"]
+__all__ = ["launch", "prepare", "run_prepared", "Prepared", "ARG_NAMES", "check_config", "a_boxes", "c_boxes"]
 
 @constexpr_function
 def _w_tile_layout(block_n, block_k):
@@ -390,6 +391,66 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+# The kernel's arguments in signature order (what a binder-free relaunch passes; checked
+# against the compiled kernel by triton_launch.CompiledLaunch.create).
+ARG_NAMES = ("a_desc", "w_desc", "sa_ptr", "sb_ptr", "bias_ptr", "c_desc", "M", "N", "K", "HAS_BIAS", "BLOCK_M",
+             "BLOCK_N", "BLOCK_K", "STAGES", "GROUP_M", "A_BOX", "A_BOXES", "C0", "C1")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a launch of one (config, M, N, K, bias) needs except the tensors' addresses."""
+
+    M: int
+    N: int
+    K: int
+    grid: tuple[int, int, int]
+    a_block: tuple[int, int]
+    w_block: tuple[int, int]
+    c_block: tuple[int, int]
+    c_layout: object
+    constexprs: tuple  # HAS_BIAS .. C1, in ARG_NAMES order
+
+    def descriptors(self, A: torch.Tensor, B: torch.Tensor, out: torch.Tensor):
+        """Host TMA descriptors of A, of the shuffled weight's 16-row groups, and of the output."""
+        M, N, K = self.M, self.N, self.K
+        w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
+        return (TensorDescriptor(A, [M, K], [K, 1], list(self.a_block), _A_LAYOUT),
+                TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], list(self.w_block), _W_LAYOUT),
+                TensorDescriptor(out, [M, N], [N, 1], list(self.c_block), self.c_layout))
+
+
+def prepare(config: dict, M: int, N: int, K: int, has_bias: bool, device: torch.device,
+            programs: Optional[int] = None) -> Prepared:
+    """Resolve a launch of ``config`` for one (M, N, K, bias): boxes, grid, constexprs."""
+    check_config(config, K)
+    if programs is not None and programs < 1:
+        raise ValueError(f"programs must be >= 1, got {programs}")
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    a_box, a_n = a_boxes(M, bm)
+    c0, c1 = c_boxes(a_box, a_n)
+    box_rows = min(bn, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
+    c_cols = min(bn, 128)
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    return Prepared(
+        M=M, N=N, K=K, grid=(min(tiles, programs or _sm_count(device)), 1, 1),
+        a_block=(a_box, 128), w_block=(box_rows // 16, 16 * bk), c_block=(min(64, a_box), c_cols),
+        c_layout=_c_layout(16, c_cols),  # bf16 output
+        constexprs=(has_bias, bm, bn, bk, config["num_stages"], config.get("GROUP_M", 8), a_box, a_n, c0, c1),
+    )
+
+
+def run_prepared(p: Prepared, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
+                 bias: Optional[torch.Tensor], out: torch.Tensor):
+    """Launch through Triton (compiling on first use); returns the ``CompiledKernel``."""
+    a_desc, w_desc, c_desc = p.descriptors(A, B, out)
+    names = ARG_NAMES[9:]
+    return _fp8_gemm_hopper_kernel[p.grid](
+        a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, c_desc, p.M, p.N, p.K,
+        num_warps=4, **dict(zip(names, p.constexprs)),
+    )
+
+
 def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
            bias: Optional[torch.Tensor], out_dtype: torch.dtype, programs: Optional[int] = None) -> torch.Tensor:
     """Run the kernel (sm_90, e4m3fn, 16-byte-aligned A and B); returns a fresh ``[M, N]`` tensor.
@@ -397,29 +458,14 @@ def launch(config: dict, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor
     ``programs``: the persistent grid, one program per SM by default (tests set fewer, so that
     small problems run several tiles per program). Host-built TMA descriptors travel by value in
     the kernel parameters, and the output comes from the caching allocator: safe under CUDA-graph
-    capture.
+    capture. The Triton backend's launch plans (:mod:`.triton_plan`) call :func:`prepare` once
+    per shape instead and relaunch without Triton's binder.
     """
     M, K = A.shape
     N = B.shape[1]
-    check_config(config, K)
-    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
-    w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
-    a_box, a_n = a_boxes(M, bm)
-    c0, c1 = c_boxes(a_box, a_n)
-    a_desc = TensorDescriptor(A, [M, K], [K, 1], [a_box, 128], _A_LAYOUT)
-    box_rows = min(bn, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
-    w_desc = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], [box_rows // 16, 16 * bk], _W_LAYOUT)
+    if out_dtype != torch.bfloat16:
+        raise ValueError(f"hopper kernel: out_dtype must be torch.bfloat16, got {out_dtype}")
+    p = prepare(config, M, N, K, bias is not None, A.device, programs)
     out = torch.empty((M, N), dtype=out_dtype, device=A.device)
-    c_cols = min(bn, 128)
-    c_desc = TensorDescriptor(out, [M, N], [N, 1], [min(64, a_box), c_cols], _c_layout(8 * out.element_size(), c_cols))
-    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
-    if programs is not None and programs < 1:
-        raise ValueError(f"programs must be >= 1, got {programs}")
-    grid = (min(tiles, programs or _sm_count(A.device)),)
-    _fp8_gemm_hopper_kernel[grid](
-        a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, c_desc, M, N, K,
-        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), A_BOX=a_box, A_BOXES=a_n,
-        C0=c0, C1=c1, num_warps=4,
-    )
+    run_prepared(p, A, B, scale_a, scale_b, bias, out)
     return out

@@ -1,7 +1,7 @@
 """Per-shape config tuning for the ``hipb_mm_fp8`` backends, with a versioned on-disk cache.
 
-Backends call :func:`choose` on every GEMM call and launch with the config it returns; they do
-no file I/O or benchmarking of their own. Modes (``HIPBMM_TUNING``, read when the tuner is
+Backends call :func:`resolve` (or :func:`choose`) on the first call of each GEMM shape and launch
+with the config it returns; they do no file I/O or benchmarking of their own. Modes (``HIPBMM_TUNING``, read when the tuner is
 first used and by :func:`reload`; at run time :func:`set_mode`):
 
 - ``off``: always the backend's default (its heuristic).
@@ -33,6 +33,7 @@ from .table import COUNTER_NAMES, Tuner
 
 __all__ = [
     "choose",
+    "resolve",
     "set_mode",
     "get_mode",
     "set_cache_dir",
@@ -65,7 +66,7 @@ def tuner() -> Tuner:
     return t
 
 
-def choose(
+def resolve(
     backend: str,
     A: Tensor,
     B: Tensor,
@@ -78,8 +79,8 @@ def choose(
     candidates: Callable[[], Sequence[dict]],
     run: Callable[[dict, Tensor, Tensor, Tensor, Tensor, Optional[Tensor], torch.dtype], Tensor],
     extra_key: str = "",
-) -> dict:
-    """The config ``backend`` should launch this GEMM with.
+) -> tuple[dict, bool]:
+    """The config ``backend`` should launch this GEMM with, and whether that answer is final.
 
     Args:
         backend: the backend's registry name (part of the key).
@@ -92,11 +93,23 @@ def choose(
         extra_key: anything else the best config depends on (e.g. a kernel variant).
 
     Returns:
-        ``default`` or a cached/tuned config. Treat it as read-only: the cache hands out the
-        same dict on every hit.
+        ``(config, final)``: ``default`` or a cached/tuned config (treat it as read-only: the
+        cache hands out the same dict on every hit), and ``final`` = the same key will get the
+        same answer until the tuning state changes (mode, folder, ``forcing``). It is False only
+        where ``online`` mode handed out the default because tuning had to wait (CUDA-graph
+        capture, ``torch.compile`` tracing): a backend that caches answers per shape must ask
+        again next time.
     """
-    return (_tuner or tuner()).choose(backend, A, B, scale_a, scale_b, bias, out_dtype, default, candidates,
-                                      run, extra_key)
+    return (_tuner or tuner()).resolve(backend, A, B, scale_a, scale_b, bias, out_dtype, default, candidates,
+                                       run, extra_key)
+
+
+def choose(backend: str, A: Tensor, B: Tensor, scale_a: Tensor, scale_b: Tensor, bias: Optional[Tensor],
+           out_dtype: torch.dtype, *, default: dict, candidates: Callable[[], Sequence[dict]],
+           run: Callable, extra_key: str = "") -> dict:
+    """:func:`resolve`'s config alone."""
+    return (_tuner or tuner()).resolve(backend, A, B, scale_a, scale_b, bias, out_dtype, default, candidates,
+                                       run, extra_key)[0]
 
 
 def set_mode(mode: Optional[str]) -> None:

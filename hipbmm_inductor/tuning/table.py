@@ -84,11 +84,12 @@ class Tuner:
         log.debug("hipbmm_inductor tuning: %d cached config(s) for %s (%s)", len(table), info.name, info.arch)
         return table
 
-    def choose(self, backend: str, A, B, scale_a, scale_b, bias, out_dtype, default: dict,
-               candidates: Callable[[], Sequence[dict]], run: Callable, extra_key: str) -> dict:
+    def resolve(self, backend: str, A, B, scale_a, scale_b, bias, out_dtype, default: dict,
+                candidates: Callable[[], Sequence[dict]], run: Callable, extra_key: str) -> tuple[dict, bool]:
+        """``(config, final)``: see :func:`hipbmm_inductor.tuning.resolve`."""
         mode = self.mode
         if mode == "off":
-            return default
+            return default, True
         table = self._tables.get(A.device)
         if table is None:
             table = self.table(A.device)
@@ -99,14 +100,14 @@ class Tuner:
         config = table.get(key)
         if config is not None and not (self.force and key not in self._forced_done):
             self.counters["hits"] += 1
-            return config
+            return config, True
         if mode != "online":
             self.counters["misses"] += 1
             if key not in self._seen:
                 self._seen.add(key)
                 if envs.HIPBMM_TUNING_RECORD:
                     self._record(key, A, "untuned in cache mode")
-            return default
+            return default, True
         return self._tune(key, table, A, B, scale_a, scale_b, bias, out_dtype, default, candidates, run)
 
     # -- misses ---------------------------------------------------------------------------
@@ -124,24 +125,25 @@ class Tuner:
                 log.warning("hipbmm_inductor tuning: cannot record untuned shapes in %s (%s: %s)",
                             self.store.folder, type(e).__name__, e)
 
-    def _tune(self, key, table, A, B, scale_a, scale_b, bias, out_dtype, default, candidates, run) -> dict:
+    def _tune(self, key, table, A, B, scale_a, scale_b, bias, out_dtype, default, candidates,
+              run) -> tuple[dict, bool]:
         reason = bench.unsafe_to_benchmark(A)
         if reason is not None:
             self.counters["skipped_unsafe"] += 1
             if key not in self._seen:  # tune it later: from the next safe call, or `tune --from`
                 self._seen.add(key)
                 self._record(key, A, f"online tuning skipped: {reason}")
-            return default
+            return default, False
         if key in self._failed:
             self.counters["misses"] += 1
-            return default
+            return default, True
         if not isinstance(default, dict):  # a backend bug, not a tuning failure: say so loudly
             raise TypeError(f"tuning.choose: default must be a config dict, got {type(default).__name__}")
         with self._lock:
             config = table.get(key)
             if config is not None and not (self.force and key not in self._forced_done):
                 self.counters["hits"] += 1
-                return config
+                return config, True
             info = device_info(A.device)
             # Another process (a tensor-parallel rank, a `tune` run) may have tuned this shape
             # since our table was loaded: one file read is cheap next to a search.
@@ -149,7 +151,7 @@ class Tuner:
             if key in fresh and not self.force:
                 table.update(fresh)
                 self.counters["hits"] += 1
-                return table[key]
+                return table[key], True
             shape = f"{key[0]} M={A.shape[0]} (bucket {key[-1]}) N={key[6]} K={key[7]} bias={dtype_name(key[5])}"
             try:
                 result = bench.tune_shape(A, B, scale_a, scale_b, bias, out_dtype, default=default,
@@ -159,7 +161,7 @@ class Tuner:
                 self._failed.add(key)
                 self.counters["failed"] += 1
                 log.warning("hipbmm_inductor tuning: left %s untuned: %s: %s", shape, type(e).__name__, e)
-                return default
+                return default, True
             self.counters["tuned"] += 1
             self.counters["benchmarked_configs"] += result.benchmarked
             self.counters["rejected_configs"] += result.rejected
@@ -176,4 +178,4 @@ class Tuner:
             log.info("hipbmm_inductor tuning: %s -> %s (%.2f us, default %.2f us; %d timed, %d rejected)",
                      shape, row.config, result.time_us, result.default_time_us, result.benchmarked,
                      result.rejected)
-            return result.config
+            return result.config, True
