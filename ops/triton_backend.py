@@ -41,6 +41,10 @@ _EXTRA_KEYS = {
 }
 
 
+def _current_device() -> int:
+    return torch._C._cuda_getDevice()
+
+
 # Launch plans kept (one per shape and exact M); past this many they are dropped and rebuilt.
 PLAN_CACHE_SIZE = 4096
 
@@ -121,18 +125,21 @@ class TritonBackend:
         if t is not self._plans_tuner:  # tuning.reload(): a new cache folder or environment
             self.reset_plans()
             self._plans_tuner = t
-        fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"
+        # The accumulation setting as given (an override or the environment's text): parsing it
+        # through envs costs microseconds per call, so plans are keyed on the raw value and it is
+        # parsed (and validated) when a plan is built.
+        accumulation = envs.raw("HIPBMM_TRITON_ACCUMULATION")
         device = A.device
-        key = (device, A.dtype, N, K, M, None if bias is None else bias.dtype, fast, t.mode, t.force)
+        key = (device, A.dtype, N, K, M, None if bias is None else bias.dtype, accumulation, t.mode, t.force)
         plan = self._plans.get(key)
-        if device.type == "cuda" and device.index != torch.cuda.current_device():
+        if device.type == "cuda" and device.index != _current_device():
             # Triton compiles for, and launches on the stream of, the current device.
             with torch.cuda.device(device):
                 if plan is None:
-                    return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype, fast)
+                    return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype)
                 return plan(A, B, scale_a, scale_b, bias)
         if plan is None:
-            return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype, fast)
+            return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype)
         return plan(A, B, scale_a, scale_b, bias)
 
     def config_for(self, A, B, scale_a, scale_b, bias, out_dtype) -> tuple[dict, bool]:
@@ -169,10 +176,11 @@ class TritonBackend:
         return (A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
                 and A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0)
 
-    def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype, fast: bool) -> torch.Tensor:
+    def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
         from .triton_fp8_gemm import hopper_failed, launch, prepare  # imports triton
         from .triton_plan import HopperPlan, PortablePlan
 
+        fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"  # raises, naming the variable, if invalid
         config, final = self._resolve(A, B, scale_a, scale_b, bias, out_dtype, fast)
         M, K = A.shape
         N = B.shape[1]

@@ -94,7 +94,7 @@ class CompiledLaunch:
     stay in their place (the launcher skips them).
     """
 
-    __slots__ = ("_launch", "_head", "_tail", "_knobs", "_expand", "_desc_meta", "name")
+    __slots__ = ("_launch", "_head", "_tail", "_knobs", "_expand", "_desc_meta", "name", "_chains")
 
     def __init__(self, launch: Callable, function: int, packed_metadata: Any, cooperative: bool, pdl: bool,
                  knobs: Any, expand: Optional[Callable], desc_meta: Sequence, name: str = "kernel"):
@@ -105,6 +105,11 @@ class CompiledLaunch:
         self._expand = expand
         self._desc_meta = list(desc_meta)
         self.name = name
+        runtime = knobs.runtime
+        chains = (runtime.launch_enter_hook, runtime.launch_exit_hook)
+        # Triton 3.6's hook chains are fixed objects whose `calls` list grows when a profiler
+        # adds a hook: watching those two lists is a cheap per-call check.
+        self._chains = tuple(c.calls for c in chains) if all(hasattr(c, "calls") for c in chains) else None
 
     @classmethod
     def create(cls, compiled: Any, arg_names: Sequence[str]) -> Optional["CompiledLaunch"]:
@@ -157,6 +162,9 @@ class CompiledLaunch:
         return tuple(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in self._expand(desc, meta))
 
     def hooks_idle(self) -> bool:
+        chains = self._chains
+        if chains is not None and self._knobs.runtime.launch_enter_hook.calls is chains[0]:
+            return not (chains[0] or chains[1])
         return _hooks_idle(self._knobs)
 
     def __call__(self, grid: tuple[int, int, int], stream: int, args: tuple) -> None:

@@ -82,12 +82,14 @@ def tensor_core_accumulation(case: Case) -> torch.Tensor | float:
     """Extra error of fp8 tensor cores: inside one promotion interval (BLOCK_K products) Hopper's
     fp8 MMA keeps about 14 bits of the running sum, not fp32's 24 (DeepSeek-V3 report, section
     3.3.2; seen here: M=33, N=K=32 was 4 bf16 ulps off on a value that cancelled to ~1e-6).
-    The kernel promotes to fp32 every BLOCK_K, so the bound is 2^-14 of the sum of |products|.
+    The kernel promotes to fp32 every BLOCK_K, so the error is about 2^-14 of the sum of |products|;
+    the bound allows 2^-13, one bit of margin: on the H200, M=100 N=4096 K=256 (promoted and fast
+    alike) had one element of 409,600 at 1.03x the 2^-14 figure, on a value that cancelled to 2e-6.
     Zero on the CPU interpreter (numpy fp32) and on the fp16-widening path (fp32 accumulate)."""
     if case.A.device.type != "cuda":
         return 0.0
     absacc = case.A.double().abs() @ case.W.double().abs().t()
-    return 2.0**-14 * absacc * case.scale_a.double() * case.scale_b.double()
+    return 2.0**-13 * absacc * case.scale_a.double() * case.scale_b.double()
 
 
 def assert_close_to_truth(out: torch.Tensor, case: Case, what: str) -> None:
