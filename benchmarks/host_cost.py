@@ -140,6 +140,8 @@ def measure(N: int, K: int, calls: int, repeats: int, compiled: bool, breakdown:
                 if rewrite:
                     rec["compiled_rewritten"] = hi.lowering.counters().rewritten
                 rec[name] = host_us(lambda: f(x), calls, repeats)
+                if rewrite:
+                    rec["compiled_launch_stats"] = be.launch_stats()
         hi.lowering.enable()
         hi.envs.set_override("HIPBMM_LOWERING", None)
     rec["ratio"] = round(rec["ours_us"] / rec["scaled_mm_us"], 4)

@@ -125,6 +125,7 @@ class BlockRecord:
     speedup: float
     rewritten: int
     max_abs_diff: float  # with vs without rewrite, bf16 outputs of the whole block
+    launches: Optional[dict] = None  # the backend's launch_stats() after the timed calls, where it has them
 
 
 def _time_us(fn: Callable[[], torch.Tensor], iters: int, repeats: int, device: torch.device) -> float:
@@ -203,9 +204,12 @@ def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES
                             samples[rw].append(_time_us(lambda: compiled[rw][0](x), iters, 1, dev))
                     w_us, wo_us = statistics.median(samples[True]), statistics.median(samples[False])
                     (_, n, w_out), (_, _, wo_out) = compiled[True], compiled[False]
+                    be = hipbmm_inductor.ops.registry.get_backend(backend)
+                    launches = be.launch_stats() if hasattr(be, "launch_stats") else None
                     rec = BlockRecord(model=model, mode=mode, tokens=t, with_rewrite_us=round(w_us, 2),
                                       without_rewrite_us=round(wo_us, 2), speedup=round(wo_us / w_us, 4),
-                                      rewritten=n, max_abs_diff=float((w_out.float() - wo_out.float()).abs().max()))
+                                      rewritten=n, max_abs_diff=float((w_out.float() - wo_out.float()).abs().max()),
+                                      launches=launches)
                     records.append(rec)
                     if progress is not None:
                         progress(rec)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections import Counter
 
 import torch
 
@@ -152,6 +153,14 @@ class TritonBackend:
             config = _heuristic(m_bucket(M), B.shape[1], K, fast, False)
         return config, fast
 
+    def launch_stats(self) -> dict:
+        """Plans built and why calls went through Triton's binder instead of a relaunch
+        (``{"plans": n, "through_triton": {reason: calls}}``), summed over this process."""
+        total: Counter = Counter()
+        for plan in self._plans.values():
+            total.update(plan.through_triton)
+        return {"plans": len(self._plans), "through_triton": dict(total)}
+
     def reset_plans(self) -> None:
         """Forget every launch plan (the next call of each shape builds its plan again)."""
         self._plans.clear()
@@ -192,7 +201,7 @@ class TritonBackend:
         if config.get("HOPPER", 0):
             from . import triton_fp8_hopper as hopper
 
-            plan = HopperPlan(config, hopper.prepare(config, M, N, K, bias is not None, A.device))
+            plan = HopperPlan(config, hopper.prepare(config, M, N, K, bias is not None, A.device), fast_accum=fast)
             try:
                 out = plan(A, B, scale_a, scale_b, bias)
             except (ValueError, torch.OutOfMemoryError):

@@ -12,12 +12,17 @@ M is part of the key exactly, not bucketed: Triton specialises ``M == 1`` and ``
 the Gluon kernel's A boxes depend on M below ``BLOCK_M``. A serving process sees a bounded set
 of token counts, and a plan is a few hundred bytes.
 
-Anything a plan cannot vouch for goes through Triton's own launch path, with the same result:
-an address that is not 16-byte aligned (Triton specialised the kernel on aligned pointers), a
-launch hook (a profiler), a runtime whose launcher this package does not know, the interpreter.
+Triton specialises a kernel on which pointer arguments are 16-byte aligned, so a plan keeps one
+relauncher per alignment pattern, learnt from the first call with that pattern (the usual case,
+all aligned, is checked with one OR). Anything a plan cannot vouch for goes through Triton's own
+launch path, with the same result, and is counted in ``plan.through_triton`` with the reason: a
+launch hook (a profiler), a runtime whose launcher this package does not know, the interpreter;
+an A or B the Gluon kernel's TMA cannot address runs on the portable kernel.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import torch
 
@@ -46,38 +51,89 @@ def _put(cache: dict, key: int, value: tuple) -> tuple:
     return value
 
 
-class HopperPlan:
+def _mask(*ptrs: int) -> int:
+    """Which pointers are 16-byte aligned, as a bit mask: Triton specialises each pointer argument
+    on exactly that, so calls with equal masks run the same compiled kernel."""
+    m = 0
+    for i, p in enumerate(ptrs):
+        if p % 16 == 0:
+            m |= 1 << i
+    return m
+
+
+class _Plan:
+    """What both kernels' plans share: the relaunchers per alignment mask and the fallback counts."""
+
+    __slots__ = ("config", "prepared", "fast", "_masked", "_like", "_shape", "through_triton")
+
+    def __init__(self, config: dict, prepared) -> None:
+        self.config = config
+        self.prepared = prepared
+        self.fast = None  # the relauncher for calls whose pointers are all aligned (the usual case)
+        self._masked: dict = {}  # mask -> relauncher (or None: cannot be relaunched) for the others
+        self._like = None
+        self._shape = (prepared.M, prepared.N)
+        self.through_triton: Counter = Counter()  # why calls went through Triton's binder
+
+    def _out(self, device: torch.device) -> torch.Tensor:
+        like = self._like
+        if like is None or like.device != device:
+            like = self._like = _template(self._shape, device)
+        return torch.empty_like(like)
+
+    def _relauncher(self, aligned: bool, mask: int):
+        fast = self.fast if aligned else self._masked.get(mask)
+        if fast is not None and not fast.hooks_idle():
+            self.through_triton["a launch hook is installed"] += 1
+            return None
+        return fast
+
+    def _learn(self, aligned: bool, mask: int, compiled, arg_names) -> None:
+        # The kernel Triton just chose is the one every call with this mask gets.
+        if aligned:
+            if self.fast is None and "aligned" not in self._masked:
+                self._masked["aligned"] = None  # tried once
+                self.fast = CompiledLaunch.create(compiled, arg_names)
+        elif mask not in self._masked:
+            self._masked[mask] = CompiledLaunch.create(compiled, arg_names)
+
+
+class HopperPlan(_Plan):
     """A plan on the sm_90 Gluon kernel (:mod:`.triton_fp8_hopper`)."""
 
     kernel = "gluon-sm90"
-    __slots__ = ("config", "prepared", "fast", "_tried", "_a", "_w", "_c", "_tail", "_shape", "_hopper", "_like")
+    __slots__ = ("_a", "_w", "_c", "_tail", "_hopper", "_fast_accum")
 
-    def __init__(self, config: dict, prepared) -> None:
+    def __init__(self, config: dict, prepared, fast_accum: bool = False) -> None:
         from . import triton_fp8_hopper as hopper
 
-        self.config = config
-        self.prepared = prepared
-        self.fast = None
-        self._tried = False
+        super().__init__(config, prepared)
         self._a: dict = {}
         self._w: dict = {}
         self._c: dict = {}
         p = prepared
         self._tail = (p.M, p.N, p.K, *p.constexprs)
-        self._shape = (p.M, p.N)
         self._hopper = hopper
-        self._like = None
+        self._fast_accum = fast_accum
 
     def __call__(self, A, B, scale_a, scale_b, bias) -> torch.Tensor:
         a, w, s1, s2 = A.data_ptr(), B.data_ptr(), scale_a.data_ptr(), scale_b.data_ptr()
         b = s2 if bias is None else bias.data_ptr()
-        like = self._like
-        if like is None or like.device != A.device:
-            like = self._like = _template(self._shape, A.device)
-        out = torch.empty_like(like)
-        fast = self.fast
-        if fast is None or (a | w | s1 | s2 | b) & 15 or not fast.hooks_idle():
-            return self._through_triton(A, B, scale_a, scale_b, bias, out, a | w | s1 | s2 | b)
+        if (a | w) & 15:
+            # TMA addresses 16-byte-aligned bases only: this call runs on the portable kernel.
+            self.through_triton["A or B not 16-byte aligned (portable kernel)"] += 1
+            return portable.launch(portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K,
+                                                             self._fast_accum),
+                                   A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum)
+        out = self._out(A.device)
+        aligned = not (s1 | s2 | b) & 15
+        mask = 0 if aligned else _mask(s1, s2, b)
+        fast = self._relauncher(aligned, mask)
+        if fast is None:
+            self.through_triton["no relauncher for this alignment (yet)"] += 1
+            compiled = self._hopper.run_prepared(self.prepared, A, B, scale_a, scale_b, bias, out)
+            self._learn(aligned, mask, compiled, self._hopper.ARG_NAMES)
+            return out
         c = out.data_ptr()
         p = self.prepared
         ad, wd, cd = self._a.get(a), self._w.get(w), self._c.get(c)
@@ -89,52 +145,55 @@ class HopperPlan:
         fast(p.grid, current_stream(out.device.index), (*ad, *wd, s1, s2, b, *cd, *self._tail))
         return out
 
-    def _through_triton(self, A, B, scale_a, scale_b, bias, out, ptrs: int) -> torch.Tensor:
-        compiled = self._hopper.run_prepared(self.prepared, A, B, scale_a, scale_b, bias, out)
-        if not self._tried and ptrs % 16 == 0:
-            # Built from a call whose pointers were aligned: the kernel Triton chose for it is
-            # the one every aligned call gets.
-            self._tried = True
-            self.fast = CompiledLaunch.create(compiled, self._hopper.ARG_NAMES)
-        return out
 
-
-class PortablePlan:
+class PortablePlan(_Plan):
     """A plan on the portable kernel (:mod:`.triton_fp8_gemm`), split-K epilogue included."""
 
     kernel = "portable"
-    __slots__ = ("config", "prepared", "fast", "fast_epilogue", "_tried", "_a", "_tail", "_shape", "_ws_shape",
-                 "_epi_tail", "_like")
+    __slots__ = ("fast_epilogue", "_masked_epilogue", "_a", "_tail", "_ws_shape", "_epi_tail")
 
     def __init__(self, config: dict, prepared: portable.Prepared) -> None:
-        self.config = config
-        self.prepared = prepared
-        self.fast = None
+        super().__init__(config, prepared)
         self.fast_epilogue = None
-        self._tried = False
+        self._masked_epilogue: dict = {}
         self._a: dict = {}
         p = prepared
         self._tail = (p.M, p.N, p.K, *p.constexprs)
-        self._shape = (p.M, p.N)
         self._ws_shape = (p.split_k, p.M, p.N)
         self._epi_tail = (p.M, p.N, p.constexprs[0], p.split_k, portable._EPILOGUE_BLOCK)
-        self._like = None
 
     def __call__(self, A, B, scale_a, scale_b, bias) -> torch.Tensor:
         p = self.prepared
         a, w, s1, s2 = A.data_ptr(), B.data_ptr(), scale_a.data_ptr(), scale_b.data_ptr()
         b = s2 if bias is None else bias.data_ptr()
-        like = self._like
-        if like is None or like.device != A.device:
-            like = self._like = _template(self._shape, A.device)
-        out = torch.empty_like(like)
+        if p.a_tma and a & 15:  # TMA needs an aligned base: this call only, without the descriptor
+            self.through_triton["A not 16-byte aligned (no TMA)"] += 1
+            return portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
+                                   fast_accum=not p.constexprs[9])
+        out = self._out(A.device)
         ws = None if p.split_k == 1 else torch.empty(self._ws_shape, dtype=torch.float32, device=A.device)
-        fast = self.fast
         c = out.data_ptr()
         target = c if ws is None else ws.data_ptr()
-        ptrs = a | w | s1 | s2 | b | target
-        if fast is None or ptrs & 15 or not fast.hooks_idle() or (ws is not None and self.fast_epilogue is None):
-            return self._through_triton(A, B, scale_a, scale_b, bias, out, ws, ptrs)
+        a_ptr = 0 if p.a_tma else a  # a descriptor is not a specialised pointer
+        aligned = not (a_ptr | w | s1 | s2 | b | target) & 15
+        mask = 0 if aligned else _mask(a_ptr, w, s1, s2, b, target)
+        fast = self._relauncher(aligned, mask)
+        epilogue = None
+        if fast is not None and ws is not None:
+            epilogue = self.fast_epilogue if aligned else self._masked_epilogue.get(mask)
+            if epilogue is None:
+                fast = None
+        if fast is None:
+            self.through_triton["no relauncher for this alignment (yet)"] += 1
+            main, epi = portable.run_prepared(p, A, B, scale_a, scale_b, bias, out, ws)
+            self._learn(aligned, mask, main, portable.ARG_NAMES)
+            if epi is not None:
+                relaunch = CompiledLaunch.create(epi, portable.EPILOGUE_ARG_NAMES)
+                if aligned:
+                    self.fast_epilogue = self.fast_epilogue or relaunch
+                else:
+                    self._masked_epilogue.setdefault(mask, relaunch)
+            return out
         if p.a_tma:
             a_arg = self._a.get(a)
             if a_arg is None:
@@ -143,21 +202,6 @@ class PortablePlan:
             a_arg = (a,)
         stream = current_stream(out.device.index)
         fast(p.grid, stream, (*a_arg, w, s1, s2, b, target, *self._tail))
-        if ws is not None:
-            self.fast_epilogue(p.epilogue_grid, stream, (target, s1, s2, b, c, *self._epi_tail))
-        return out
-
-    def _through_triton(self, A, B, scale_a, scale_b, bias, out, ws, ptrs: int) -> torch.Tensor:
-        p = self.prepared
-        if p.a_tma and A.data_ptr() % 16 != 0:  # TMA needs an aligned base: this call only, unplanned
-            return portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
-                                   fast_accum=not p.constexprs[9])
-        main, epilogue = portable.run_prepared(p, A, B, scale_a, scale_b, bias, out, ws)
-        if not self._tried and ptrs % 16 == 0:
-            self._tried = True
-            self.fast = CompiledLaunch.create(main, portable.ARG_NAMES)
-            if epilogue is not None:
-                self.fast_epilogue = CompiledLaunch.create(epilogue, portable.EPILOGUE_ARG_NAMES)
-                if self.fast_epilogue is None:
-                    self.fast = None  # both kernels relaunch the same way, or neither
+        if epilogue is not None:
+            epilogue(p.epilogue_grid, stream, (target, s1, s2, b, c, *self._epi_tail))
         return out
