@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections import Counter
+from typing import Optional
 
 import torch
 
@@ -103,20 +104,57 @@ class TritonBackend:
                if native else "no fp8 tensor cores: fp8 widened to fp16 in-kernel (exact, slower)")
         return Availability(True, f"{arch}: {how}")
 
+    # What `auto` rewrites on sm_90 is decided by these rules; part of the pass's cache key.
+    routing_version = "sm90-h200-v1"
+
     def is_fast(self, device: torch.device) -> bool:
-        # NOTE: False everywhere, on purpose. H100, benchmarks/results/h100_suite.json and
-        # h100_suite_repeat_*.json (Llama-3 8B/70B suite, CUDA graphs, vs torch._scaled_mm
-        # rowwise timed in turns, promoted, six runs): geomean x1.212 on per-point medians
-        # (runs x1.197-1.232), x1.44-1.50 at M <= 16, x1.04-1.08 at M = 256, x1.04-1.06 at
-        # M >= 1024, no point below x0.9 on medians (one run had two power-limited prefill points
-        # at x0.878 and x0.8997), but only with the sm_90 Gluon kernel on a validated Triton; the
-        # portable kernel elsewhere (other GPUs, other Tritons) is slower than cuBLASLt above M = 64
-        # (docs/benchmarks.md). And the win needs CUDA graphs: launched eagerly, a decode-sized
-        # call costs ~70-200 us of host time against _scaled_mm's 20-60 us. Until `auto` can tell
-        # those cases apart, the pass routes here only when the user names the backend
-        # (HIPBMM_BACKEND=triton). ROCm: aiter's hipBLASLt is the vendor path and nothing here
-        # has been measured against it yet.
+        # NOTE: False: no device-wide answer holds. Where this backend beats the vendor GEMM
+        # depends on the shape, M and whether the caller replays CUDA graphs: is_fast_for.
         return False
+
+    def is_fast_for(self, device: torch.device, n: int, k: int, m: Optional[int]) -> bool:
+        """Whether `auto` should route one linear (weight ``[n, k]``, ``m`` tokens, ``None`` when M is
+        symbolic) here instead of the vendor GEMM; read by the compiler pass at compile time.
+
+        Only on sm_90 with the Gluon kernel on a validated Triton (elsewhere the portable kernel
+        loses to cuBLASLt above M = 64). The evidence is ``benchmarks/results/h200/suite.json``
+        (same-run ratios against cuBLASLt rowwise ``_scaled_mm``) and ``host_cost.json``:
+
+        - under CUDA graphs (Inductor's ``triton.cudagraphs``, as ``mode="reduce-overhead"`` sets)
+          only GPU time counts: x1.26-2.22 at M <= 64 and x0.98-1.29 at M = 256 over the suite,
+          but x0.94-1.05 from M = 1024 (the prefill rows): M <= 256;
+        - without graphs a call's host time (~20-40 us on the H200's host, a little more than
+          ``_scaled_mm``'s) adds to every launch, so only weights that take longer to stream
+          than that gain: M <= 16 and at least 48 MiB of weight (x1.1-2.1 in the suite's plain
+          timings; the 16-25 MiB weights ran x0.95-0.97 there);
+        - symbolic M: no, a graph compiled for every M also serves prefill-sized M.
+        """
+        if m is None or not self._gluon_ready(device):
+            return False
+        from torch._inductor import config as inductor_config
+
+        if inductor_config.triton.cudagraphs:
+            return m <= 256
+        return m <= 16 and n * k >= 48 << 20
+
+    def describe_routing(self, device: torch.device) -> str:
+        """What `auto` does with this backend on ``device``, in one line (``info`` prints it)."""
+        if not self._gluon_ready(device):
+            return "auto keeps the vendor GEMM (the Triton kernel beats it only on sm_90 with a validated Triton)"
+        return ("auto rewrites static-M linears: M <= 256 under CUDA graphs (reduce-overhead), M <= 16 with "
+                ">= 48 MiB weights without them; the vendor GEMM elsewhere")
+
+    @staticmethod
+    def _gluon_ready(device: torch.device) -> bool:
+        device = torch.device(device)
+        if device.type != "cuda" or torch.version.hip or envs.TRITON_INTERPRET:
+            return False
+        if importlib.util.find_spec("triton") is None or not torch.cuda.is_available():
+            return False
+        from .triton_fp8_gemm import hopper_path  # imports triton
+
+        return hopper_path(device if device.index is not None else torch.device("cuda", torch.cuda.current_device()),
+                           torch.float8_e4m3fn)
 
     # -- the per-call path ------------------------------------------------------------------
     def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:

@@ -1,0 +1,42 @@
+"""What ``auto`` routes to the Triton backend (``TritonBackend.is_fast_for``), by rule.
+
+The rules are read off ``benchmarks/results/h200/suite.json`` and ``host_cost.json``; these tests
+pin the rules themselves (a change must be deliberate, with its ``routing_version`` bumped), and
+that nothing routes where the Gluon kernel cannot run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._inductor import config as inductor_config
+
+from hipbmm_inductor.ops.triton_backend import TritonBackend
+
+
+@pytest.fixture
+def sm90(monkeypatch):
+    monkeypatch.setattr(TritonBackend, "_gluon_ready", staticmethod(lambda device: True))
+    return TritonBackend()
+
+
+@pytest.mark.parametrize("m,expected", [(1, True), (64, True), (256, True), (257, False), (4096, False),
+                                        (None, False)])
+def test_under_cuda_graphs_static_m_up_to_256(sm90, m, expected):
+    with inductor_config.patch({"triton.cudagraphs": True}):
+        assert sm90.is_fast_for(torch.device("cuda"), 4096, 4096, m) is expected
+
+
+@pytest.mark.parametrize("n,k,m,expected", [(28672, 4096, 1, True), (4096, 14336, 16, True), (4096, 14336, 17, False),
+                                            (6144, 4096, 1, False), (4096, 4096, 16, False),
+                                            (57344, 8192, None, False)])
+def test_without_graphs_only_large_weights_at_decode(sm90, n, k, m, expected):
+    with inductor_config.patch({"triton.cudagraphs": False}):
+        assert sm90.is_fast_for(torch.device("cuda"), n, k, m) is expected
+
+
+def test_nothing_routes_where_the_gluon_kernel_cannot_run():
+    be = TritonBackend()
+    assert not be.is_fast(torch.device("cpu"))
+    assert not be.is_fast_for(torch.device("cpu"), 28672, 4096, 1)
+    assert "keeps the vendor GEMM" in be.describe_routing(torch.device("cpu"))
