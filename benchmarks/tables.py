@@ -8,14 +8,15 @@ row of per-point medians.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
-import sys
 
 
-def _gm(xs):
-    return math.exp(sum(map(math.log, xs)) / len(xs))
+def _gm(xs) -> float:
+    xs = list(xs)
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")  # nan: no such points in the run
 
 
 def _load(path: str) -> dict:
@@ -73,14 +74,17 @@ def main(path: str) -> None:
     ms = sorted({x["M"] for x in recs})
 
     def get(n, k, m, bias):
-        return next(x for x in recs if (x["N"], x["K"], x["M"], x["bias"]) == (n, k, m, bias))
+        return next((x for x in recs if (x["N"], x["K"], x["M"], x["bias"]) == (n, k, m, bias)), None)
 
     def table(title, cols, cell, bias=False):
+        if not any(x["bias"] == bias for x in recs):
+            return  # e.g. a run with --bias no
         print(f"\n{title}\n")
         print("| N x K | " + " | ".join(f"M={m}" for m in cols) + " |")
         print("|---|" + "---|" * len(cols))
         for n, k in shapes:
-            print(f"| {n} x {k} | " + " | ".join(cell(get(n, k, m, bias)) for m in cols) + " |")
+            print(f"| {n} x {k} | " + " | ".join("-" if get(n, k, m, bias) is None else cell(get(n, k, m, bias))
+                                               for m in cols) + " |")
 
     table("CUDA-graph medians, us, ours / _scaled_mm (speedup), no bias:", ms,
           lambda x: f"{x['ours_us']:.1f} / {x['baseline_us']:.1f} (x{x['speedup']:.2f})")
@@ -117,7 +121,10 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
-        runs(sys.argv[1:])
-    else:
-        main(sys.argv[1])
+    parser = argparse.ArgumentParser(description="Summarise bench result files: one file, a table; several, the runs side by side")
+    parser.add_argument("files", nargs="+", help="bench --out JSON files")
+    args = parser.parse_args()
+    try:
+        runs(args.files) if len(args.files) > 1 else main(args.files[0])
+    except (OSError, ValueError) as e:
+        parser.exit(2, f"tables.py: error: {e}\n")

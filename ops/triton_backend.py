@@ -43,8 +43,8 @@ _EXTRA_KEYS = {
 }
 
 
-def _current_device() -> int:
-    return torch._C._cuda_getDevice()
+# The current CUDA device's index (absent from CPU builds of torch, where it is never called).
+_cuda_get_device = getattr(torch._C, "_cuda_getDevice", None)
 
 
 # Launch plans kept (one per shape and exact M); past this many they are dropped and rebuilt.
@@ -171,7 +171,7 @@ class TritonBackend:
         device = A.device
         key = (device, A.dtype, N, K, M, None if bias is None else bias.dtype, accumulation, t.mode, t.force)
         plan = self._plans.get(key)
-        if device.type == "cuda" and device.index != _current_device():
+        if device.index is not None and device.type == "cuda" and device.index != _cuda_get_device():
             # Triton compiles for, and launches on the stream of, the current device.
             with torch.cuda.device(device):
                 if plan is None:

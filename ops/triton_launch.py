@@ -24,8 +24,8 @@ It is only built where the first call proves it valid (:func:`CompiledLaunch.cre
 - no launch hook is installed (profilers such as Proton; checked again on every call).
 
 What the binder would have specialised is the caller's to keep constant: the caller keys its
-cached launches on every int argument's value and launches here only when every pointer is
-16-byte aligned, as it was when the kernel was specialised (:func:`aligned`).
+cached launches on every int argument's value and on which pointers are 16-byte aligned
+(:mod:`.triton_plan`).
 """
 
 from __future__ import annotations
@@ -37,23 +37,12 @@ import torch
 
 log = logging.getLogger("hipbmm_inductor")
 
-__all__ = ["CompiledLaunch", "aligned", "current_stream"]
+__all__ = ["CompiledLaunch", "current_stream"]
 
 # The C launcher's leading arguments in Triton 3.4 to 3.6 (driver._BASE_ARGS_FORMAT): grid x/y/z,
 # stream, function, cooperative, PDL, global scratch, profile scratch, packed metadata, launch
 # metadata, enter hook, exit hook.
 _BASE_ARGS_FORMAT = "iiiKKppOOOOOO"
-
-_ALIGN = 16
-
-
-def aligned(*ptrs: int) -> bool:
-    """Whether every address is 16-byte aligned, as Triton assumes of the pointers it specialised."""
-    acc = 0
-    for p in ptrs:
-        acc |= p
-    return acc % _ALIGN == 0
-
 
 def current_stream(device_index: int) -> int:
     """The raw handle of the current stream on ``device_index`` (what Triton launches on)."""
@@ -107,8 +96,9 @@ class CompiledLaunch:
         self.name = name
         runtime = knobs.runtime
         chains = (runtime.launch_enter_hook, runtime.launch_exit_hook)
-        # Triton 3.6's hook chains are fixed objects whose `calls` list grows when a profiler
-        # adds a hook: watching those two lists is a cheap per-call check.
+        # Triton 3.6's hook chains are fixed objects (knobs.runtime is a process-wide singleton)
+        # whose `calls` list grows when a profiler adds a hook: watching those two lists is a
+        # cheap per-call check.
         self._chains = tuple(c.calls for c in chains) if all(hasattr(c, "calls") for c in chains) else None
 
     @classmethod
@@ -163,7 +153,7 @@ class CompiledLaunch:
 
     def hooks_idle(self) -> bool:
         chains = self._chains
-        if chains is not None and self._knobs.runtime.launch_enter_hook.calls is chains[0]:
+        if chains is not None:
             return not (chains[0] or chains[1])
         return _hooks_idle(self._knobs)
 

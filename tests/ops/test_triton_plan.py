@@ -126,11 +126,6 @@ def test_expand_descriptor_keeps_no_tensor_alive():
     assert launch.expand_descriptor(5, t)[2] is None  # a descriptor Triton kept no metadata for
 
 
-def test_aligned():
-    assert L.aligned(0, 16, 4096)
-    assert not L.aligned(16, 20)
-
-
 def test_alignment_mask_is_what_triton_specialises():
     assert P._mask(16, 20, 32) == 0b101
     assert P._mask(4, 8, 12) == 0
