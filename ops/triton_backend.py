@@ -239,7 +239,8 @@ class TritonBackend:
         if config.get("HOPPER", 0):
             from . import triton_fp8_hopper as hopper
 
-            plan = HopperPlan(config, hopper.prepare(config, M, N, K, bias is not None, A.device), fast_accum=fast)
+            plan = HopperPlan(config, hopper.prepare(config, M, N, K, bias is not None, A.device), A.device,
+                              fast_accum=fast)
             try:
                 out = plan(A, B, scale_a, scale_b, bias)
             except (ValueError, torch.OutOfMemoryError):
@@ -249,7 +250,7 @@ class TritonBackend:
                 self.reset_plans()
                 return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
         else:
-            plan = PortablePlan(config, prepare(config, M, N, K, A.dtype, bias is not None, A.device, fast))
+            plan = PortablePlan(config, prepare(config, M, N, K, A.dtype, bias is not None, A.device, fast), A.device)
             out = plan(A, B, scale_a, scale_b, bias)
         if final:  # not a default handed out while online tuning had to wait (graph capture)
             if len(self._plans) >= PLAN_CACHE_SIZE:

@@ -44,9 +44,9 @@ __all__ = ["CompiledLaunch", "current_stream"]
 # metadata, enter hook, exit hook.
 _BASE_ARGS_FORMAT = "iiiKKppOOOOOO"
 
-def current_stream(device_index: int) -> int:
-    """The raw handle of the current stream on ``device_index`` (what Triton launches on)."""
-    return torch._C._cuda_getCurrentRawStream(device_index)
+# The raw handle of the current stream on a device index (what Triton launches on); absent from
+# CPU builds of torch, where nothing is launched.
+current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
 def _hooks_idle(knobs: Any) -> bool:
@@ -83,13 +83,15 @@ class CompiledLaunch:
     stay in their place (the launcher skips them).
     """
 
-    __slots__ = ("_launch", "_head", "_tail", "_knobs", "_expand", "_desc_meta", "name", "_chains")
+    __slots__ = ("launch_raw", "prefix", "_knobs", "_expand", "_desc_meta", "name", "hook_lists")
 
     def __init__(self, launch: Callable, function: int, packed_metadata: Any, cooperative: bool, pdl: bool,
                  knobs: Any, expand: Optional[Callable], desc_meta: Sequence, name: str = "kernel"):
-        self._launch = launch
-        self._head = (function, bool(cooperative), bool(pdl), None, None, packed_metadata)
-        self._tail = (None, None, None)  # launch metadata, enter hook, exit hook: none installed
+        # Hot callers call launch_raw(gx, gy, gz, stream, *prefix, *args) themselves (one Python
+        # frame fewer than __call__); prefix: function, cooperative, PDL, no scratch buffers, the
+        # packed metadata, and no launch metadata or hooks.
+        self.launch_raw = launch
+        self.prefix = (function, bool(cooperative), bool(pdl), None, None, packed_metadata, None, None, None)
         self._knobs = knobs
         self._expand = expand
         self._desc_meta = list(desc_meta)
@@ -97,9 +99,9 @@ class CompiledLaunch:
         runtime = knobs.runtime
         chains = (runtime.launch_enter_hook, runtime.launch_exit_hook)
         # Triton 3.6's hook chains are fixed objects (knobs.runtime is a process-wide singleton)
-        # whose `calls` list grows when a profiler adds a hook: watching those two lists is a
-        # cheap per-call check.
-        self._chains = tuple(c.calls for c in chains) if all(hasattr(c, "calls") for c in chains) else None
+        # whose `calls` list grows when a profiler adds a hook: callers check those two lists
+        # (empty: no hook) on every launch; None where this Triton keeps hooks otherwise.
+        self.hook_lists = tuple(c.calls for c in chains) if all(hasattr(c, "calls") for c in chains) else None
 
     @classmethod
     def create(cls, compiled: Any, arg_names: Sequence[str]) -> Optional["CompiledLaunch"]:
@@ -152,10 +154,10 @@ class CompiledLaunch:
         return tuple(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in self._expand(desc, meta))
 
     def hooks_idle(self) -> bool:
-        chains = self._chains
-        if chains is not None:
-            return not (chains[0] or chains[1])
+        lists = self.hook_lists
+        if lists is not None:
+            return not (lists[0] or lists[1])
         return _hooks_idle(self._knobs)
 
     def __call__(self, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
-        self._launch(grid[0], grid[1], grid[2], stream, *self._head, *self._tail, *args)
+        self.launch_raw(grid[0], grid[1], grid[2], stream, *self.prefix, *args)

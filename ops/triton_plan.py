@@ -64,22 +64,18 @@ def _mask(*ptrs: int) -> int:
 class _Plan:
     """What both kernels' plans share: the relaunchers per alignment mask and the fallback counts."""
 
-    __slots__ = ("config", "prepared", "fast", "_masked", "_like", "_shape", "through_triton")
+    __slots__ = ("config", "prepared", "fast", "_masked", "_like", "_shape", "through_triton", "_index", "_grid")
 
-    def __init__(self, config: dict, prepared) -> None:
+    def __init__(self, config: dict, prepared, device: torch.device) -> None:
         self.config = config
         self.prepared = prepared
         self.fast = None  # the relauncher for calls whose pointers are all aligned (the usual case)
         self._masked: dict = {}  # mask -> relauncher (or None: cannot be relaunched) for the others
-        self._like = None
         self._shape = (prepared.M, prepared.N)
+        self._like = _template(self._shape, device)  # plans are per device
+        self._index = device.index if device.index is not None else 0
+        self._grid = prepared.grid
         self.through_triton: Counter = Counter()  # why calls went through Triton's binder
-
-    def _out(self, device: torch.device) -> torch.Tensor:
-        like = self._like
-        if like is None or like.device != device:
-            like = self._like = _template(self._shape, device)
-        return torch.empty_like(like)
 
     def _relauncher(self, aligned: bool, mask: int):
         fast = self.fast if aligned else self._masked.get(mask)
@@ -104,10 +100,10 @@ class HopperPlan(_Plan):
     kernel = "gluon-sm90"
     __slots__ = ("_a", "_w", "_c", "_tail", "_hopper", "_fast_accum")
 
-    def __init__(self, config: dict, prepared, fast_accum: bool = False) -> None:
+    def __init__(self, config: dict, prepared, device: torch.device, fast_accum: bool = False) -> None:
         from . import triton_fp8_hopper as hopper
 
-        super().__init__(config, prepared)
+        super().__init__(config, prepared, device)
         self._a: dict = {}
         self._w: dict = {}
         self._c: dict = {}
@@ -125,14 +121,13 @@ class HopperPlan(_Plan):
             return portable.launch(portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K,
                                                              self._fast_accum),
                                    A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum)
-        like = self._like
-        if like is None or like.device != A.device:
-            like = self._like = _template(self._shape, A.device)
-        out = torch.empty_like(like)
+        out = torch.empty_like(self._like)
         if not (s1 | s2 | b) & 15:
             aligned, mask, fast = True, 0, self.fast
-            if fast is not None and not fast.hooks_idle():
-                fast = self._relauncher(aligned, mask)
+            if fast is not None:
+                hooks = fast.hook_lists
+                if hooks is None or hooks[0] or hooks[1]:
+                    fast = self._relauncher(aligned, mask)
         else:
             aligned, mask = False, _mask(s1, s2, b)
             fast = self._relauncher(aligned, mask)
@@ -149,7 +144,9 @@ class HopperPlan(_Plan):
             ad = ad or _put(self._a, a, fast.expand_descriptor(0, a_desc))
             wd = wd or _put(self._w, w, fast.expand_descriptor(1, w_desc))
             cd = cd or _put(self._c, c, fast.expand_descriptor(2, c_desc))
-        fast(p.grid, current_stream(out.device.index), (*ad, *wd, s1, s2, b, *cd, *self._tail))
+        g = self._grid
+        fast.launch_raw(g[0], g[1], g[2], current_stream(self._index), *fast.prefix, *ad, *wd, s1, s2, b, *cd,
+                        *self._tail)
         return out
 
 
@@ -159,8 +156,8 @@ class PortablePlan(_Plan):
     kernel = "portable"
     __slots__ = ("fast_epilogue", "_masked_epilogue", "_a", "_tail", "_ws_shape", "_epi_tail")
 
-    def __init__(self, config: dict, prepared: portable.Prepared) -> None:
-        super().__init__(config, prepared)
+    def __init__(self, config: dict, prepared: portable.Prepared, device: torch.device) -> None:
+        super().__init__(config, prepared, device)
         self.fast_epilogue = None
         self._masked_epilogue: dict = {}
         self._a: dict = {}
@@ -177,7 +174,7 @@ class PortablePlan(_Plan):
             self.through_triton["A not 16-byte aligned (no TMA)"] += 1
             return portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
                                    fast_accum=not p.constexprs[9])
-        out = self._out(A.device)
+        out = torch.empty_like(self._like)
         ws = None if p.split_k == 1 else torch.empty(self._ws_shape, dtype=torch.float32, device=A.device)
         c = out.data_ptr()
         target = c if ws is None else ws.data_ptr()
@@ -207,7 +204,7 @@ class PortablePlan(_Plan):
                 a_arg = _put(self._a, a, fast.expand_descriptor(0, portable.a_descriptor(p, A)))
         else:
             a_arg = (a,)
-        stream = current_stream(out.device.index)
+        stream = current_stream(self._index)
         fast(p.grid, stream, (*a_arg, w, s1, s2, b, target, *self._tail))
         if epilogue is not None:
             epilogue(p.epilogue_grid, stream, (target, s1, s2, b, c, *self._epi_tail))

@@ -107,7 +107,11 @@ def test_call_layout_matches_tritons_c_launcher():
     launch = L.CompiledLaunch(lambda *a: seen.append(a), function=1234, packed_metadata=(4, 1, 0), cooperative=False,
                               pdl=True, knobs=Knobs, expand=None, desc_meta=[])
     launch((7, 2, 1), 99, (10, 11, "constexpr"))
-    assert seen == [(7, 2, 1, 99, 1234, False, True, None, None, (4, 1, 0), None, None, None, 10, 11, "constexpr")]
+    expected = (7, 2, 1, 99, 1234, False, True, None, None, (4, 1, 0), None, None, None, 10, 11, "constexpr")
+    assert seen == [expected]
+    launch.launch_raw(7, 2, 1, 99, *launch.prefix, 10, 11, "constexpr")  # what the plans call
+    assert seen[1] == expected
+    assert launch.hook_lists is None and launch.hooks_idle()  # this Knobs has no hook chains
     assert len(L._BASE_ARGS_FORMAT) == 13 and L._BASE_ARGS_FORMAT.startswith("iiiKK")
 
 
@@ -140,7 +144,7 @@ def test_alignment_mask_is_what_triton_specialises():
 class _Recorder:
     built: list = []
 
-    def __init__(self, config, prepared):
+    def __init__(self, config, prepared, device):
         self.config, self.prepared = config, prepared
         _Recorder.built.append(self)
         self.calls = 0
