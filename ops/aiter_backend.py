@@ -344,7 +344,8 @@ class AiterBackend:
         # the tensors, one dict lookup, four identity/equality checks, the call. Everything else
         # is in _plan(), run once per plan.
         M = A.shape[0]
-        key = (A.device, A.dtype, B.shape[1], B.shape[0], None if bias is None else bias.dtype, out_dtype,
+        K, N = B.shape
+        key = (A.device, A.dtype, N, K, None if bias is None else bias.dtype, out_dtype,
                1 << (M - 1).bit_length() if M > 1 else 1)
         plan = self._plans.get(key)
         t = tuning._tuner  # a tuning.reload() replaces it; set_mode() changes its mode
