@@ -110,7 +110,7 @@ _ARCH_CACHE: dict[tuple[str, int], Optional[str]] = {}
 def _gpu_arch(device: torch.device) -> Optional[str]:
     """``gfx942``-style architecture of a ROCm GPU, ``None`` where there is none.
 
-    Memoised per device: ``run`` asks on every GEMM call (the fp8-flavour check), and a device's
+    Memoised per device: availability, is_fast and every new launch plan ask, and a device's
     architecture does not change within a process.
     """
     if device.type != "cuda":
