@@ -817,10 +817,15 @@ def test_is_fast_for_matches_is_fast(platform):
 
 # --- benchmarks/aiter_overhead.py runs (its numbers are checked in benchmarks, not here) -------
 
-def test_overhead_benchmark_runs(tmp_path):
+def _overhead_script():
     spec = importlib.util.spec_from_file_location("hipbmm_bench_aiter_overhead", ROOT / "benchmarks" / "aiter_overhead.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_overhead_benchmark_runs(tmp_path):
+    bench = _overhead_script()
     out = tmp_path / "overhead.json"
     bench.main(["--out", str(out), "--calls", "20", "--repeats", "3", "--N", "32", "--K", "64"])
     result = json.loads(out.read_text())
@@ -829,6 +834,19 @@ def test_overhead_benchmark_runs(tmp_path):
     assert result["device"] and result["versions"]["torch"] == torch.__version__
     # The run restored what it simulated: no stand-in left behind as `aiter`.
     assert not isinstance(sys.modules.get("aiter"), AiterStandIn)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--N", "17"], "--N must be a multiple of 16"),
+    (["--K", "48"], "--K of 32"),
+    (["--calls", "0"], "expected a positive integer, got 0"),
+    (["--repeats", "abc"], "expected a positive integer, got 'abc'"),
+])
+def test_overhead_benchmark_rejects_bad_arguments(tmp_path, capsys, argv, expected):
+    with pytest.raises(SystemExit) as exc:
+        _overhead_script().main(["--out", str(tmp_path / "x.json"), *argv])
+    assert exc.value.code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
 
 
 # --- on a real MI300/MI350 with aiter (skipped everywhere else) -------------------------------
