@@ -10,7 +10,9 @@ with no checks, no recording and no math), so every difference is host time spen
   argument check, backend selection, then ``backend_run``).
 
 Target: ``backend_run - hipb_mm_direct`` <= ~3 us. Each number is the median over ``--repeats``
-runs of ``--calls`` back-to-back calls (host wall clock per call).
+runs of ``--calls`` back-to-back calls (host wall clock per call); the fastest run and the
+machine's load average are recorded beside it, since other work on a shared CPU slows every
+variant.
 
 Simulation, undone before the script returns: the stand-in is ``sys.modules["aiter"]``, CPU
 tensors stand in for the GPU's (the backend's availability is forced on, hipBLASLt's version
@@ -86,8 +88,8 @@ def _inputs(M: int, N: int, K: int, fp8: torch.dtype):
     return A, B, scale_a, scale_b, None, torch.bfloat16
 
 
-def time_per_call_us(fns: dict[str, Callable[[], object]], calls: int, repeats: int) -> dict[str, float]:
-    """Median host microseconds per call of each function, the variants timed in turns."""
+def time_per_call_us(fns: dict[str, Callable[[], object]], calls: int, repeats: int) -> dict[str, list[float]]:
+    """Host microseconds per call of each function, one sample per repeat, the variants timed in turns."""
     for fn in fns.values():  # warm-up: plans built, caches filled, branch predictors trained
         for _ in range(min(calls, 1000)):
             fn()
@@ -98,7 +100,14 @@ def time_per_call_us(fns: dict[str, Callable[[], object]], calls: int, repeats: 
             for _ in range(calls):
                 fn()
             samples[name].append((time.perf_counter_ns() - t0) / calls / 1e3)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
+
+
+def _load() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
 
 
 def _device() -> str:
@@ -153,7 +162,10 @@ def measure(args: argparse.Namespace) -> dict:
         for name, fn in fns.items():
             if fn() is not preallocated:
                 raise RuntimeError(f"{name} did not return the stand-in's output: it did not reach aiter.hipb_mm")
-        us = time_per_call_us(fns, args.calls, args.repeats)
+        load_before = _load()
+        samples = time_per_call_us(fns, args.calls, args.repeats)
+        load_after = _load()
+    us = {name: statistics.median(s) for name, s in samples.items()}
 
     versions = dict(library_versions())
     versions["python"] = platform.python_version()
@@ -164,7 +176,10 @@ def measure(args: argparse.Namespace) -> dict:
         "shape": {"M": args.M, "N": args.N, "K": args.K, "fp8": str(fp8).removeprefix("torch."), "bias": None},
         "calls": args.calls,
         "repeats": args.repeats,
-        "records": [{"variant": name, "us": round(us[name], 4)} for name in VARIANTS],
+        # Other work on the machine slows every variant; the 1-minute load average says how busy it was.
+        "load_average_1min": {"before": load_before, "after": load_after},
+        "records": [{"variant": name, "us": round(us[name], 4), "min_us": round(min(samples[name]), 4)}
+                    for name in VARIANTS],
         "overhead_us": {
             "backend_run - hipb_mm_direct": round(us["backend_run"] - us["hipb_mm_direct"], 4),
             "op - backend_run": round(us["op"] - us["backend_run"], 4),

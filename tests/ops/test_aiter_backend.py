@@ -830,7 +830,7 @@ def test_overhead_benchmark_runs(tmp_path):
     bench.main(["--out", str(out), "--calls", "20", "--repeats", "3", "--N", "32", "--K", "64"])
     result = json.loads(out.read_text())
     assert [r["variant"] for r in result["records"]] == list(bench.VARIANTS)
-    assert all(r["us"] > 0 for r in result["records"])
+    assert all(0 < r["min_us"] <= r["us"] for r in result["records"])
     assert result["device"] and result["versions"]["torch"] == torch.__version__
     # The run restored what it simulated: no stand-in left behind as `aiter`.
     assert not isinstance(sys.modules.get("aiter"), AiterStandIn)
