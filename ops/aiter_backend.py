@@ -5,8 +5,9 @@
 
 with ``B`` the ``[K, N]`` strided view of the shuffled weight (never made contiguous),
 ``scale_a`` fp32 ``[M, 1]`` and ``scale_b`` fp32 ``[1, N]``, both contiguous: exactly what vLLM's
-``AiterHipbMMPerTokenFp8ScaledMMLinearKernel`` passes (SPEC section 1). The validated op
-arguments already have that form, so this module only adds what hipBLASLt itself needs:
+``AiterHipbMMPerTokenFp8ScaledMMLinearKernel`` passes. The validated op arguments already have
+that form, so this module only adds what hipBLASLt itself needs, and keeps hipBLASLt's contract
+as aiter's ``gradlib/csrc/hipbsolgemm.cu`` implements it:
 
 1. **Gating** (:meth:`AiterBackend.availability`): a ROCm build of PyTorch, an MI300/MI350 GPU
    (gfx942/gfx950), ``aiter`` importable with ``hipb_mm``, and the user's switches: vLLM's three
@@ -14,19 +15,42 @@ arguments already have that form, so this module only adds what hipBLASLt itself
    failed check contributes its own reason.
 2. **The fp8 flavour of the GPU**: gfx942 computes in ``float8_e4m3fnuz``, gfx950 in OCP
    ``float8_e4m3fn``; the other flavour is a clear error, not a reinterpretation of the bits.
-3. **The hipBLASLt extension** (``aiter.hipb_create_extension()``: handle + 256 MiB workspace),
-   created once per process and device before the first GEMM, under a lock.
+3. **One extension per process.** ``aiter.hipb_create_extension()`` creates a new hipBLASLt
+   handle and allocates a new 256 MiB workspace on every call (freeing none), and both are
+   process globals bound to the device current at creation. It runs once, under a lock, before
+   the first GEMM; a second device in the same process is served by the next backend of the
+   ``auto`` order (or refused when ``aiter`` was named): one process per GPU, as vLLM runs.
 4. **A probe per shape class**: some hipBLASLt releases on gfx950 have no solution at all for
-   the preshuffled fp8 layout ("hipblasLtMatmulAlgoGetHeuristic found 0 valid solutions"). The
-   first call of each (N, K, dtypes, bias, device) asks with ``solution_index=-1``; a shape class
-   without a solution is served by the next backend of the ``auto`` order (logged once), or raises
-   :class:`BackendUnavailableError` when the user named ``aiter`` explicitly.
-5. **The solution index** comes from :func:`hipbmm_inductor.tuning.choose` (``-1``, hipBLASLt's
-   own heuristic, unless the tuner has a better one); candidates are ``aiter.hipb_findallsols``.
+   the preshuffled fp8 layout ("found 0 valid solutions", the one hipBLASLt failure aiter raises
+   as a catchable error). The first call of each (N, K, dtypes, bias, device) asks with
+   ``solution_index=-1``; a class without a solution is served by the next backend of the
+   ``auto`` order (logged once), or raises :class:`BackendUnavailableError` when the user named
+   ``aiter`` explicitly.
+5. **Solution indices only from ``hipb_findallsols``.** Every other hipBLASLt failure calls
+   ``exit()``: an index hipBLASLt does not know, or one it cannot run at this M, ends the process
+   and cannot be tried and caught. So an index other than -1 (hipBLASLt's heuristic) comes from
+   :func:`hipbmm_inductor.tuning.choose` (candidates: ``hipb_findallsols`` of the running
+   hipBLASLt; results keyed by its version), and is passed only after ``hipb_findallsols`` listed
+   it for the call's exact M; otherwise -1 runs, with one warning. Without a known hipBLASLt
+   version (or a ``hipb_findallsols`` with ``bpreshuffle``) no index is tuned or used.
+6. **aiter's own online tuning wins where it applies.** With ``HIP_ONLINE_TUNING`` set to ``1``
+   or ``true``, aiter replaces the caller's index with its CSV's (or tunes inline) for every
+   M <= 512, reading the variable on each call. There the backend passes -1 and neither tunes
+   nor looks up an index of its own (one warning); above 512 the tuned index runs.
+
+**The per-call path** is a plan lookup and the call. Everything that depends only on (device,
+fp8 dtype, N, K, bias dtype, out dtype, M bucket) is resolved once into a :class:`_Plan`: the
+aiter function, the extension, the fp8-flavour check, the probe, the tuner's answer and whether
+aiter's online tuning overrides it (an environment read, snapshotted). A plan is rebuilt after
+:func:`invalidate_plans` (called when ``tuning.vendor`` changes ``HIP_ONLINE_TUNING``, when a
+shape class loses its solution, and by whoever changes the snapshotted settings), when the tuner
+is replaced (``tuning.reload``, ``set_cache_dir``) or changes mode (``set_mode``), and while
+``tuning.forcing()`` re-tunes. ``benchmarks/aiter_overhead.py`` measures what the path costs.
 
 NOTE: nothing here has run on AMD hardware in this project's own tests. The tests drive this
 module against a recording stand-in for ``aiter`` (``tests/aiter_standin.py``) that checks every
-argument against the contract above and computes the result with the reference math.
+argument against the contract above, models the exits, the per-call extension and the online
+tuning override, and computes the result with the reference math.
 """
 
 from __future__ import annotations
@@ -43,12 +67,22 @@ from typing import Optional
 import torch
 
 from hipbmm_inductor import envs, tuning
+from hipbmm_inductor.tuning import bench as tuning_bench
+from hipbmm_inductor.tuning import vendor
+from hipbmm_inductor.tuning.key import library_versions
 
 from . import registry
 from .errors import BackendUnavailableError, HipbmmInputError
 from .registry import Availability, register_backend
 
-__all__ = ["AiterBackend", "FP8_FOR_ARCH", "MI3XX_ARCHS", "NO_SOLUTION_MESSAGE"]
+__all__ = [
+    "AiterBackend",
+    "FP8_FOR_ARCH",
+    "MI3XX_ARCHS",
+    "NO_SOLUTION_MESSAGE",
+    "ONLINE_TUNING_MAX_M",
+    "invalidate_plans",
+]
 
 log = logging.getLogger("hipbmm_inductor")
 
@@ -76,7 +110,7 @@ _ARCH_CACHE: dict[tuple[str, int], Optional[str]] = {}
 def _gpu_arch(device: torch.device) -> Optional[str]:
     """``gfx942``-style architecture of a ROCm GPU, ``None`` where there is none.
 
-    Memoised per device: ``run`` asks on every GEMM call (the fp8-flavour check), and a device's
+    Memoised per device: availability, is_fast and every new launch plan ask, and a device's
     architecture does not change within a process.
     """
     if device.type != "cuda":
@@ -147,8 +181,95 @@ def _import_aiter():
 
 def _describe(shape_class) -> str:
     n, k, dtype, bias_dtype, (dev_type, index) = shape_class
-    where = dev_type if index < 0 else f"{dev_type}:{index}"
-    return f"hipBLASLt has no preshuffled fp8 solution for N={n}, K={k}, {dtype}, bias {bias_dtype} on {where}"
+    return f"hipBLASLt has no preshuffled fp8 solution for N={n}, K={k}, {dtype}, bias {bias_dtype} on {_where((dev_type, index))}"
+
+
+def _where(device_key: tuple[str, int]) -> str:
+    dev_type, index = device_key
+    return dev_type if index < 0 else f"{dev_type}:{index}"
+
+
+def _hipblaslt_version() -> Optional[str]:
+    """The running hipBLASLt's version, as the tuning key records it (``None``: unknown)."""
+    return dict(library_versions()).get("hipblaslt")
+
+
+# --- once per process: aiter's hipBLASLt extension ------------------------------------------
+
+class _ProcessExtension:
+    """aiter's hipBLASLt handle and workspace: process globals in aiter, so created once here.
+
+    Keyed by the aiter module object: a process has one, and a test that installs a fresh
+    stand-in gets a fresh "process".
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.module = None  # the aiter module the extension was created in
+        self.device: Optional[tuple[str, int]] = None  # the device it is bound to
+
+    def other_device(self, aiter, device: torch.device) -> Optional[tuple[str, int]]:
+        """The device the extension is bound to, when it is not ``device``'s (else ``None``)."""
+        if self.module is aiter and self.device != _device_key(device):
+            return self.device
+        return None
+
+    def ensure(self, aiter, device: torch.device) -> Optional[tuple[str, int]]:
+        """Create the extension on ``device`` unless it exists; return ``other_device``."""
+        key = _device_key(device)
+        with self.lock:
+            if self.module is not aiter:
+                # aiter's hipb_mm reads HIP_ONLINE_TUNING on every call; forward the user's
+                # request before the first one (a later os.environ write could race a GEMM
+                # thread's getenv).
+                vendor.forward_hip_online_tuning()
+                with _on_device(device):
+                    aiter.hipb_create_extension()
+                self.module, self.device = aiter, key
+                log.debug("aiter: created the hipBLASLt extension (handle + 256 MiB workspace) on %s", device)
+        return self.other_device(aiter, device)
+
+
+_EXTENSION = _ProcessExtension()
+
+
+# --- the launch plan -------------------------------------------------------------------------
+
+# Bumped by invalidate_plans(): a plan built under an older generation is rebuilt on its next call.
+_generation = 0
+
+# What the tuner answers when it has nothing better: hipBLASLt's own heuristic. Shared and
+# read-only (the tuner hands cached dicts out as is).
+_HEURISTIC = {"solution_index": -1}
+
+# aiter's hipb_mm tunes inline, replacing the caller's solution_index, only for hipBLASLt's n (our
+# M) up to this (hipbsolgemm.cu: decode_max_n).
+ONLINE_TUNING_MAX_M = 512
+
+
+def invalidate_plans() -> None:
+    """Rebuild every aiter launch plan on its next call (settings they snapshot have changed)."""
+    global _generation
+    _generation += 1
+
+
+class _Plan:
+    """What one (device, fp8 dtype, N, K, bias dtype, out dtype, M bucket) calls with."""
+
+    __slots__ = ("hipb_mm", "cast_bias", "index_for_m", "tuned_index", "fallback", "shape_class",
+                 "generation", "tuner", "mode")
+
+    def __init__(self, *, hipb_mm=None, cast_bias=False, tuned_index=-1, fallback=None, shape_class=None):
+        self.hipb_mm = hipb_mm
+        self.cast_bias = cast_bias  # an fp32 bias is rounded to the output type first
+        self.tuned_index = tuned_index
+        # M -> the index to pass at that M; None when the plan passes -1 at every M.
+        self.index_for_m: Optional[dict[int, int]] = {} if tuned_index >= 0 else None
+        self.fallback = fallback  # why another backend serves this plan (None: aiter does)
+        self.shape_class = shape_class
+        self.generation = _generation
+        self.tuner = tuning.tuner()
+        self.mode = self.tuner.mode
 
 
 class AiterBackend:
@@ -158,10 +279,15 @@ class AiterBackend:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._extension_ready: set[tuple[str, int]] = set()
+        self._plans: dict[tuple, _Plan] = {}
+        self._aiter = None  # the module the caches below were filled from
         # shape class -> True (hipBLASLt has a solution) / False (it has none: fall back)
         self._has_solution: dict[tuple, bool] = {}
-        # Readable by users: hipb_mm calls, probes, shape classes without a solution, fallbacks.
+        # (shape class, M) -> the indices hipb_findallsols listed (None: it cannot be asked)
+        self._listed: dict[tuple, Optional[frozenset]] = {}
+        self._warned: set[tuple] = set()
+        # Readable by users: hipb_mm calls, probes, shape classes without a solution, fallbacks,
+        # plans built, tuned indices hipb_findallsols did not list at a call's M.
         self.counters: Counter[str] = Counter()
 
     # --- gating ---------------------------------------------------------------------------
@@ -183,13 +309,18 @@ class AiterBackend:
                     f"GPU architecture {arch} is not MI300 (gfx942) or MI350 (gfx950), the only "
                     f"ones with hipBLASLt's preshuffled fp8 kernels"
                 )
+        aiter = None
         if rocm:
-            _, why = _import_aiter()
+            aiter, why = _import_aiter()
             if why:
                 reasons.append(why)
         elif not _aiter_installed():
             # Off ROCm, importing a real aiter could JIT-compile or crash: only look whether it exists.
             reasons.append("aiter is not installed")
+        if aiter is not None:
+            bound = _EXTENSION.other_device(aiter, device)
+            if bound is not None:
+                reasons.append(_other_device_reason(bound, device))
         switch = _switch_reason()
         if switch:
             reasons.append(switch)
@@ -202,73 +333,206 @@ class AiterBackend:
         # picks there when its aiter switches are on.
         return _is_rocm_build() and _gpu_arch(torch.device(device)) in MI3XX_ARCHS
 
+    def is_fast_for(self, device: torch.device, n: int, k: int, m: int) -> bool:
+        # Not measured per shape on MI3xx: the same answer for every shape.
+        return self.is_fast(device)
+
     # --- the call ---------------------------------------------------------------------------
 
     def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
-        aiter, why = _import_aiter()
-        if aiter is None:
-            raise BackendUnavailableError(f"the 'aiter' backend cannot run: {why}")
-        device = A.device
-        self._check_fp8_flavour(A, device)
-        shape_class = (B.shape[1], B.shape[0], A.dtype, None if bias is None else bias.dtype, _device_key(device))
-        args = (A, B, scale_a, scale_b, bias, out_dtype)
-        if bias is not None and bias.dtype != out_dtype:
-            # NOTE: aiter sets only HIPBLASLT_MATMUL_DESC_BIAS_POINTER, never the bias data type,
-            # so hipBLASLt reads the bias in the output type (bf16): fp32 bias bytes would be read
-            # as garbage. Rounding the bias to bf16 first costs at most 2^-9 of |bias|, no more
-            # than the bf16 rounding of the output it is added to.
-            args = (A, B, scale_a, scale_b, bias.to(out_dtype), out_dtype)
-        self._ensure_extension(aiter, device)
+        # NOTE: this is the hot path (benchmarks/aiter_overhead.py): a key from values already on
+        # the tensors, one dict lookup, four identity/equality checks, the call. Everything else
+        # is in _plan(), run once per plan.
+        M = A.shape[0]
+        K, N = B.shape
+        key = (A.device, A.dtype, N, K, None if bias is None else bias.dtype, out_dtype,
+               1 << (M - 1).bit_length() if M > 1 else 1)
+        plan = self._plans.get(key)
+        t = tuning._tuner  # a tuning.reload() replaces it; set_mode() changes its mode
+        if plan is None or plan.generation != _generation or plan.tuner is not t or plan.mode != t.mode or t.force:
+            return self._run_planning(key, A, B, scale_a, scale_b, bias, out_dtype)
+        if plan.fallback is not None:
+            return self._fallback(plan.fallback, A, B, scale_a, scale_b, bias, out_dtype)
+        by_m = plan.index_for_m
+        index = -1 if by_m is None else by_m.get(M)
+        if index is None:
+            index = self._index_at(plan, M, A, B, scale_a, scale_b, bias, out_dtype)
+        return self._call(plan, index, A, B, scale_a, scale_b, bias, out_dtype)
 
-        has_solution = self._has_solution.get(shape_class)
-        if has_solution is None:
-            has_solution = self._probe(aiter, shape_class, args)
-        if not has_solution:
-            return self._fallback(shape_class, A, B, scale_a, scale_b, bias, out_dtype)
-
-        config = tuning.choose(
-            "aiter", *args,
-            default={"solution_index": -1},
-            candidates=lambda: self._candidates(aiter, *args),
-            run=lambda cfg, *run_args: self._launch(aiter, cfg, *run_args),
-        )
+    def _call(self, plan: _Plan, index: int, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
         try:
-            out = self._launch(aiter, config, *args)
+            out = plan.hipb_mm(
+                A, B, index,
+                bias=bias.to(out_dtype) if plan.cast_bias else bias, out_dtype=out_dtype,
+                scaleA=scale_a, scaleB=scale_b, scaleOut=None, bpreshuffle=True,
+            )
         except RuntimeError as e:
             # The heuristic's answer can depend on M: a class that had a solution at the probe's
             # M may have none at this one.
             if NO_SOLUTION_MESSAGE not in str(e):
                 raise
-            self._mark_no_solution(shape_class, str(e))
-            return self._fallback(shape_class, A, B, scale_a, scale_b, bias, out_dtype)
+            self._mark_no_solution(plan.shape_class, str(e))
+            return self._fallback(_describe(plan.shape_class), A, B, scale_a, scale_b, bias, out_dtype)
         self.counters["hipb_mm_calls"] += 1
         return out
 
     def _launch(self, aiter, config, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
-        index = config["solution_index"]
-        if isinstance(index, bool) or not isinstance(index, int):
-            # The tuning cache is JSON: a float or string index is a corrupt entry, not a choice.
-            raise TypeError(f"aiter config: solution_index must be an int, got {index!r}")
+        """The tuner's runner: one GEMM with ``config`` on arguments whose bias is already cast."""
         return aiter.hipb_mm(
-            A, B, index,
+            A, B, config["solution_index"],
             bias=bias, out_dtype=out_dtype, scaleA=scale_a, scaleB=scale_b,
             scaleOut=None, bpreshuffle=True,
         )
 
-    def _candidates(self, aiter, A, B, scale_a, scale_b, bias, out_dtype) -> list[dict]:
+    # --- once per plan ----------------------------------------------------------------------
+
+    def _run_planning(self, key, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
+        plan, out, final = self._plan(A, B, scale_a, scale_b, bias, out_dtype)
+        if final:
+            self._plans[key] = plan
+        if out is not None:  # the probe's GEMM already computed this call with the plan's index
+            self.counters["hipb_mm_calls"] += 1
+            return out
+        if plan.fallback is not None:
+            return self._fallback(plan.fallback, A, B, scale_a, scale_b, bias, out_dtype)
+        index = -1 if plan.index_for_m is None else self._index_at(plan, A.shape[0], A, B, scale_a, scale_b,
+                                                                    bias, out_dtype)
+        return self._call(plan, index, A, B, scale_a, scale_b, bias, out_dtype)
+
+    def _plan(self, A, B, scale_a, scale_b, bias, out_dtype) -> tuple[_Plan, Optional[torch.Tensor], bool]:
+        """``(plan, output or None, final)``: the output when the probe computed this call, and
+        whether the plan holds for later calls (not when online tuning had to wait)."""
+        aiter, why = _import_aiter()
+        if aiter is None:
+            raise BackendUnavailableError(f"the 'aiter' backend cannot run: {why}")
+        if aiter is not self._aiter:  # a different aiter module (tests): forget what the old one said
+            with self._lock:
+                self._aiter = aiter
+                self._has_solution.clear()
+                self._listed.clear()
+                self._plans.clear()
+        device = A.device
+        self._check_fp8_flavour(A, device)
+        self.counters["plans"] += 1
+        M, K = A.shape
+        N = B.shape[1]
+        shape_class = (N, K, A.dtype, None if bias is None else bias.dtype, _device_key(device))
+
+        bound = _EXTENSION.ensure(aiter, device)
+        if bound is not None:
+            return _Plan(fallback=_other_device_reason(bound, device), shape_class=shape_class), None, True
+
+        cast_bias = bias is not None and bias.dtype != out_dtype
+        # NOTE: aiter sets only HIPBLASLT_MATMUL_DESC_BIAS_POINTER, never the bias data type, so
+        # hipBLASLt reads the bias in the output type (bf16): fp32 bias bytes would be read as
+        # garbage. Rounding the bias to bf16 first costs at most 2^-9 of |bias|, no more than the
+        # bf16 rounding of the output it is added to.
+        args = (A, B, scale_a, scale_b, bias.to(out_dtype) if cast_bias else bias, out_dtype)
+        # Snapshotted here, read on every call by aiter (see invalidate_plans for when it is re-read).
+        vendor_tunes = M <= ONLINE_TUNING_MAX_M and bool(envs.HIP_ONLINE_TUNING)
+
+        out = None
+        has_solution = self._has_solution.get(shape_class)
+        if has_solution is None:
+            has_solution, out = self._probe(aiter, shape_class, args, vendor_tunes)
+        if not has_solution:
+            return _Plan(fallback=_describe(shape_class), shape_class=shape_class), None, True
+
+        config, final = self._tuned_config(aiter, args, vendor_tunes)
+        index = self._index_of(config, N, K, M)
+        plan = _Plan(hipb_mm=aiter.hipb_mm, cast_bias=cast_bias, tuned_index=index, shape_class=shape_class)
+        return plan, (out if index < 0 else None), final
+
+    def _tuned_config(self, aiter, args, vendor_tunes: bool) -> tuple[dict, bool]:
+        """The tuner's config for these arguments, and whether it is final for the plan."""
+        if vendor_tunes:
+            self._warn_once(("vendor",), (
+                "aiter: HIP_ONLINE_TUNING is on, so aiter replaces the solution index of every GEMM "
+                "with M <= %d by its own (./hip_online_tuning_res.csv, or tuned inline); hipbmm_inductor "
+                "passes -1 there and neither tunes nor uses its cached hipBLASLt indices for those shapes"
+            ), ONLINE_TUNING_MAX_M)
+            return _HEURISTIC, True
+        if _hipblaslt_version() is None:
+            self._warn_once(("version",), (
+                "aiter: hipBLASLt's version is unknown (no libhipblaslt.so.<version> in torch/lib or "
+                "/opt/rocm/lib), and a solution index is valid only for the hipBLASLt build that listed "
+                "it: hipBLASLt's heuristic (-1) runs and no index is tuned"
+            ))
+            return _HEURISTIC, True
+        if getattr(aiter, "hipb_findallsols", None) is None:
+            return _HEURISTIC, True  # nothing to tune from, nothing to check an index against
+        # The one tuner call of this backend.
+        config = tuning.choose(
+            "aiter", *args,
+            default=_HEURISTIC,
+            candidates=lambda: self._candidates(aiter, *args),
+            run=lambda cfg, *run_args: self._launch(aiter, cfg, *run_args),
+        )
+        # online mode answers the heuristic without tuning while a CUDA graph is captured: ask again
+        # on the next call instead of keeping that answer.
+        final = not (config is _HEURISTIC and tuning.get_mode() == "online" and
+                     tuning_bench.unsafe_to_benchmark(args[0]) is not None)
+        return config, final
+
+    def _index_of(self, config, N: int, K: int, M: int) -> int:
+        index = config.get("solution_index") if isinstance(config, dict) else None
+        if isinstance(index, bool) or not isinstance(index, int) or index < -1:
+            # The tuning cache is JSON: a float, string or missing index is a corrupt entry, not a choice.
+            self._warn_once(("corrupt", N, K, repr(config)), (
+                "aiter: ignoring the tuned config %r for N=%d, K=%d, M=%d: solution_index must be an int "
+                ">= -1; hipBLASLt's heuristic (-1) runs"
+            ), config, N, K, M)
+            return -1
+        return index
+
+    def _index_at(self, plan: _Plan, M: int, A, B, scale_a, scale_b, bias, out_dtype) -> int:
+        """The plan's tuned index if hipb_findallsols lists it at this exact M, else -1 (once per M).
+
+        NOTE: per M, not per bucket: matmulIsAlgoSupported (what hipb_findallsols filters by)
+        sees the whole problem, and an index hipBLASLt cannot run at this M ends the process.
+        """
+        args = (A, B, scale_a, scale_b, bias.to(out_dtype) if plan.cast_bias else bias, out_dtype)
+        listed = self._listing(self._aiter, args)
+        index = plan.tuned_index
+        if listed is None or index not in listed:
+            self.counters["rejected_solution_indices"] += 1
+            N, K = B.shape[1], B.shape[0]
+            self._warn_once(("unlisted", N, K, index), (
+                "aiter: the tuned hipBLASLt solution %d for N=%d, K=%d is not one hipb_findallsols lists "
+                "at M=%d for this hipBLASLt; passing it would end the process, so hipBLASLt's heuristic "
+                "(-1) runs there (re-tune with `python -m hipbmm_inductor tune --force`)"
+            ), index, N, K, M)
+            index = -1
+        plan.index_for_m[M] = index
+        return index
+
+    def _listing(self, aiter, args) -> Optional[frozenset]:
+        """What ``hipb_findallsols`` lists for these arguments (memoised per shape class and M);
+        ``None`` when this aiter cannot be asked for the preshuffled layout."""
+        A, B, scale_a, scale_b, bias, out_dtype = args
+        key = (B.shape[1], B.shape[0], A.dtype, None if bias is None else bias.dtype, _device_key(A.device),
+               A.shape[0])
+        if key in self._listed:
+            return self._listed[key]
         findallsols = getattr(aiter, "hipb_findallsols", None)
-        if findallsols is None:
-            return []
-        try:
-            solutions = findallsols(
-                A, B, bias=bias, out_dtype=out_dtype, scaleA=scale_a, scaleB=scale_b, bpreshuffle=True
-            )
-        except TypeError:
-            # NOTE: aiter releases before bpreshuffle support take no bpreshuffle argument here; the
-            # solutions they list are for the plain layout and would compute garbage on ours.
-            log.info("aiter.hipb_findallsols has no bpreshuffle argument: hipBLASLt solutions are not tuned")
-            return []
-        return [{"solution_index": int(s)} for s in solutions]
+        listed = None
+        if findallsols is not None:
+            try:
+                listed = frozenset(int(s) for s in findallsols(
+                    A, B, bias=bias, out_dtype=out_dtype, scaleA=scale_a, scaleB=scale_b, bpreshuffle=True
+                ))
+            except TypeError:
+                # NOTE: aiter releases before bpreshuffle support take no bpreshuffle argument here;
+                # the solutions they list are for the plain layout and would compute garbage on ours.
+                self._warn_once(("findallsols",), (
+                    "aiter.hipb_findallsols has no bpreshuffle argument: hipBLASLt solutions are not tuned"
+                ))
+        self._listed[key] = listed
+        return listed
+
+    def _candidates(self, aiter, A, B, scale_a, scale_b, bias, out_dtype) -> list[dict]:
+        listed = self._listing(aiter, (A, B, scale_a, scale_b, bias, out_dtype))
+        return [{"solution_index": s} for s in sorted(listed or ())]
 
     # --- once per process / device / shape class --------------------------------------------
 
@@ -281,42 +545,34 @@ class AiterBackend:
                 f"quantise activations and weights to {want} on this GPU"
             )
 
-    def _ensure_extension(self, aiter, device) -> None:
-        key = _device_key(device)
-        if key in self._extension_ready:
-            return
-        with self._lock:
-            if key in self._extension_ready:
-                return
-            # hipBLASLt reads HIP_ONLINE_TUNING when it initialises: forward it first, if asked.
-            from hipbmm_inductor.tuning import vendor
-
-            vendor.forward_hip_online_tuning()
-            with _on_device(device):
-                aiter.hipb_create_extension()
-            vendor.note_hipblaslt_initialised()
-            self._extension_ready.add(key)
-            log.debug("aiter: created the hipBLASLt extension on %s", device)
-
-    def _probe(self, aiter, shape_class, args) -> bool:
-        """Whether hipBLASLt's heuristic has a solution for this shape class (asked once)."""
+    def _probe(self, aiter, shape_class, args, vendor_tunes: bool) -> tuple[bool, Optional[torch.Tensor]]:
+        """Whether hipBLASLt has a solution for this shape class (asked once), and the GEMM's
+        output when asking computed it."""
         self.counters["probes"] += 1
+        if vendor_tunes:
+            # NOTE: aiter's inline tuning has no "0 solutions" check: with nothing to try it indexes
+            # past its empty results (hipbsolgemm.cu, hipblasLt_online_tuning). Ask first.
+            listed = self._listing(aiter, args)
+            if listed is not None and not listed:
+                self._mark_no_solution(shape_class, "hipb_findallsols lists no solution")
+                return False, None
         try:
-            self._launch(aiter, {"solution_index": -1}, *args)
+            out = self._launch(aiter, _HEURISTIC, *args)
         except RuntimeError as e:
             if NO_SOLUTION_MESSAGE not in str(e):
                 raise
             self._mark_no_solution(shape_class, str(e))
-            return False
+            return False, None
         with self._lock:
             self._has_solution.setdefault(shape_class, True)
-        return True
+        return True, out
 
     def _mark_no_solution(self, shape_class, message: str) -> None:
         with self._lock:
             first = self._has_solution.get(shape_class) is not False
             self._has_solution[shape_class] = False
         if first:
+            invalidate_plans()  # plans of this class for other M buckets still call hipb_mm
             self.counters["shape_classes_without_solution"] += 1
             if envs.HIPBMM_BACKEND != "aiter":
                 log.warning(
@@ -324,11 +580,17 @@ class AiterBackend:
                     _describe(shape_class), message.splitlines()[0] if message else "",
                 )
 
-    def _fallback(self, shape_class, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
-        what = f"{_describe(shape_class)} (seen on gfx950 with some hipBLASLt releases)"
+    def _warn_once(self, key: tuple, message: str, *args) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _fallback(self, what: str, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
+        # Off the fast path on purpose: the environment is read here on each call, and the
+        # backend that takes over costs far more than that read.
         if envs.HIPBMM_BACKEND == "aiter":
             raise BackendUnavailableError(
-                f"HIPBMM_BACKEND=aiter: {what}; HIPBMM_BACKEND=auto serves such shapes with the next backend"
+                f"HIPBMM_BACKEND=aiter: {what}; HIPBMM_BACKEND=auto serves such calls with the next backend"
             )
         order = registry.auto_order(A.device)
         after = order[order.index(self.name) + 1:] if self.name in order else order
@@ -342,4 +604,12 @@ class AiterBackend:
         raise BackendUnavailableError(f"{what}, and no other backend can run: {'; '.join(tried)}")
 
 
+def _other_device_reason(bound: tuple[str, int], device: torch.device) -> str:
+    return (
+        f"aiter's hipBLASLt extension is one per process and was created on {_where(bound)}, not "
+        f"{_where(_device_key(device))} (run one process per GPU to use aiter on each)"
+    )
+
+
+vendor.add_listener(invalidate_plans)
 register_backend(AiterBackend())

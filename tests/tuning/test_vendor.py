@@ -1,8 +1,7 @@
-"""Forwarding HIP_ONLINE_TUNING to aiter/hipBLASLt only when asked."""
+"""Forwarding HIP_ONLINE_TUNING to aiter/hipBLASLt only when asked, and telling listeners."""
 
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
@@ -13,8 +12,12 @@ from hipbmm_inductor.tuning import vendor
 
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch):
-    monkeypatch.delenv("HIP_ONLINE_TUNING", raising=False)
-    monkeypatch.setattr(vendor, "_state", {"hipblaslt_initialised": False, "warned_late": False})
+    for name in ("HIP_ONLINE_TUNING", "HIPBMM_HIP_ONLINE_TUNING"):
+        # setenv first: monkeypatch restores only what it recorded, and forwarding writes
+        # HIP_ONLINE_TUNING itself.
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(vendor, "_listeners", [])
     yield
     envs.set_override("HIPBMM_HIP_ONLINE_TUNING", None)
 
@@ -43,11 +46,23 @@ def test_users_own_value_respected(monkeypatch, user_value, expected):
     assert os.environ["HIP_ONLINE_TUNING"] == user_value
 
 
-def test_too_late_warns_once(monkeypatch, caplog):
-    vendor.note_hipblaslt_initialised()
-    monkeypatch.setenv("HIPBMM_HIP_ONLINE_TUNING", "1")
-    with caplog.at_level(logging.WARNING, logger="hipbmm_inductor"):
-        vendor.forward_hip_online_tuning()
-        monkeypatch.delenv("HIP_ONLINE_TUNING")
-        vendor.forward_hip_online_tuning()
-    assert sum("after hipBLASLt initialised" in r.getMessage() for r in caplog.records) == 1
+def test_listeners_hear_of_each_write_only():
+    # The aiter backend listens: its launch plans snapshot HIP_ONLINE_TUNING.
+    heard = []
+    vendor.add_listener(lambda: heard.append("a"))
+    assert vendor.forward_hip_online_tuning() is False  # nothing written, nothing heard
+    assert heard == []
+    vendor.enable_vendor_online_tuning()
+    assert heard == ["a"]
+
+
+def test_listener_added_once():
+    heard = []
+
+    def listener():
+        heard.append(1)
+
+    vendor.add_listener(listener)
+    vendor.add_listener(listener)
+    vendor.enable_vendor_online_tuning()
+    assert heard == [1]
