@@ -21,6 +21,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from hipbmm_inductor.cli import backend_arg, device_arg
+
 __all__ = ["register", "parse_shape", "ShapeSpec"]
 
 
@@ -60,11 +62,44 @@ def _device_fp8(device: torch.device) -> torch.dtype:
     return torch.float8_e4m3fnuz if device_info(device).arch.startswith("gfx94") else torch.float8_e4m3fn
 
 
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "e4m3fn": "float8_e4m3fn", "e4m3fnuz": "float8_e4m3fnuz"}
+
+
 def _dtype_arg(name: str) -> Optional[torch.dtype]:
+    """A dtype name from a recorded-shapes file (``ValueError`` for one this torch lacks)."""
     from .key import parse_dtype
 
-    aliases = {"bf16": "bfloat16", "fp32": "float32", "e4m3fn": "float8_e4m3fn", "e4m3fnuz": "float8_e4m3fnuz"}
-    return parse_dtype(aliases.get(name, name))
+    return parse_dtype(_DTYPE_ALIASES.get(name, name))
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _choice_type(what: str, allowed: dict[str, Optional[torch.dtype]]):
+    """An argparse type taking exactly ``allowed``'s spellings (case-insensitive)."""
+
+    def parse(text: str) -> Optional[torch.dtype]:
+        key = text.strip().lower()
+        if key not in allowed:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; expected one of {', '.join(allowed)}")
+        return allowed[key]
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+# The dtypes the op takes (ops.validate: fp8 flavours and bias dtypes), with the short spellings.
+_fp8_type = _choice_type("fp8 flavour", {"float8_e4m3fn": torch.float8_e4m3fn, "e4m3fn": torch.float8_e4m3fn,
+                                         "float8_e4m3fnuz": torch.float8_e4m3fnuz, "e4m3fnuz": torch.float8_e4m3fnuz})
+_bias_type = _choice_type("bias dtype", {"none": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                                         "float32": torch.float32, "fp32": torch.float32})
 
 
 def _inputs(spec: ShapeSpec, device: torch.device, seed: int):
@@ -193,8 +228,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.cache_dir:
         tuning.set_cache_dir(args.cache_dir)
     specs: list[ShapeSpec] = []
-    bias = _dtype_arg(args.bias)
-    fp8 = _dtype_arg(args.fp8) if args.fp8 else None
+    bias, fp8 = args.bias, args.fp8  # parsed by _bias_type / _fp8_type
     for text in args.shapes or []:
         m, n, k = parse_shape(text)
         specs.append(ShapeSpec(m, n, k, fp8=fp8, bias=bias, backend=args.backend))
@@ -363,7 +397,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="tuning cache folder (default: HIPBMM_TUNING_CACHE)")
-    p.add_argument("--device", default=None, help="device (default: cuda if present, else cpu)")
+    p.add_argument("--device", type=device_arg, default=None, help="device (default: cuda if present, else cpu)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -372,11 +406,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_file", nargs="?", const="", default=None, metavar="FILE",
                    help="tune the shapes recorded with HIPBMM_TUNING_RECORD=1 (default FILE: this device's "
                         "untuned-<arch>.csv in the cache folder)")
-    p.add_argument("--backend", default=None, help="backend to tune (default: HIPBMM_BACKEND / auto)")
-    p.add_argument("--bias", default="none", help="bias dtype for --shapes: none, bfloat16 or float32")
-    p.add_argument("--fp8", default=None, help="fp8 flavour for --shapes (default: the device's)")
+    p.add_argument("--backend", type=backend_arg, default=None, help="backend to tune (default: HIPBMM_BACKEND / auto)")
+    p.add_argument("--bias", type=_bias_type, default=None, help="bias dtype for --shapes: none (default), bfloat16 or float32")
+    p.add_argument("--fp8", type=_fp8_type, default=None,
+                   help="fp8 flavour for --shapes: float8_e4m3fn or float8_e4m3fnuz (default: the device's)")
     p.add_argument("--force", action="store_true", help="re-tune shapes that are already cached")
-    p.add_argument("--max-candidates", type=int, default=None, metavar="N",
+    p.add_argument("--max-candidates", type=_count, default=None, metavar="N",
                    help="time at most N candidates per shape (evenly spaced over the backend's space) plus the default")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _common(p)
