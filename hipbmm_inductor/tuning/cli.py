@@ -314,29 +314,32 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     from hipbmm_inductor import tuning
 
     from .key import device_info, safe_arch
-    from .store import read_rows
+    from .record import untuned_path
+    from .store import file_lock
 
     store = _stores(args)
     info = device_info(_device(args.device))
     files = [(a, p) for a, p in store.files() if args.arch is None or a == safe_arch(args.arch)]
     for arch, path in files:
+        # Both under the writers' lock (Store), so a process tuning now either wrote before the
+        # clear (and its rows are cleared) or writes after it (and sees the cleared file).
         if args.stale:
-            loaded = read_rows(path)
-            keep = [r for r in loaded.rows if r.versions == info.versions]
-            store.replace_all(arch, keep, info.versions)
-            print(f"{path}: removed {len(loaded.rows) - len(keep)} row(s) from other library versions, kept {len(keep)}")
+            report = store.rewrite(arch, lambda r: r.versions == info.versions, info.versions,
+                                   "measured with other library versions (cache clear --stale)")
+            print(f"{path}: removed {report.dropped} row(s) from other library versions, kept {report.rows}")
         else:
-            for extra in ("", ".lock"):
-                try:
-                    os.remove(path + extra)
-                except FileNotFoundError:
-                    pass
-            print(f"removed {path}")
+            report = store.clear(arch, info.versions)
+            print(f"{path}: cleared {report.dropped} row(s)")
     if not args.stale and args.untuned:
         for name in sorted(os.listdir(store.folder)) if os.path.isdir(store.folder) else []:
-            if name.startswith("untuned-") and (args.arch is None or name == f"untuned-{safe_arch(args.arch)}.csv"):
-                os.remove(os.path.join(store.folder, name))
-                print(f"removed {os.path.join(store.folder, name)}")
+            if not (name.startswith("untuned-") and name.endswith(".csv")):
+                continue
+            path = os.path.join(store.folder, name)
+            if args.arch is not None and path != untuned_path(store.folder, args.arch):
+                continue
+            with file_lock(os.path.realpath(path)):  # the lock append_untuned takes; it stays
+                os.remove(path)
+            print(f"removed {path}")
     if not files:
         print(f"no tuning files in {store.folder}")
     tuning.reload()
@@ -345,7 +348,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .key import device_info, safe_arch
-    from .store import read_rows, render
+    from .store import read_rows, render, write_atomically
 
     store = _stores(args)
     info = device_info(_device(args.device))
@@ -360,39 +363,67 @@ def _cmd_export(args: argparse.Namespace) -> int:
         loaded = read_rows(archs[arch])
         rows = [r for r in loaded.rows if r.versions == info.versions] if args.current else loaded.rows
         dest = os.path.join(args.dest, f"tuning-{arch}.csv") if os.path.isdir(args.dest) else args.dest
-        with open(dest, "w", encoding="utf-8", newline="") as f:
-            f.write(render(rows, arch, info.versions))
+        try:
+            # Atomic: a full disk or a kill leaves the old DEST (or none), never a truncated one.
+            write_atomically(dest, render(rows, arch, info.versions))
+        except OSError as e:
+            raise RuntimeError(f"cache export: cannot write {dest}: {e.strerror or e}") from None
         print(f"exported {len(rows)} row(s) for {arch} to {dest}")
     return 0
+
+
+def _describe(row) -> str:
+    return (f"{row.backend} {row.arch} N={row.n} K={row.k} M<={row.m_bucket} bias={row.bias}"
+            + (f" [{row.extra}]" if row.extra else ""))
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from hipbmm_inductor import tuning
 
+    from .check import config_problem
     from .key import device_info
     from .store import read_rows
 
     store = _stores(args)
     info = device_info(_device(args.device))
-    total = 0
+    merged = refused = 0
     for src in args.files:
         if not os.path.isfile(src):
             raise ValueError(f"cache import: {src!r} is not a file")
         loaded = read_rows(src)
-        if loaded.problems:
-            print(f"{src}: {', '.join(loaded.problems)}; skipped {len(loaded.bad_lines)} unreadable line(s)",
+        if loaded.bad_lines:
+            refused += len(loaded.bad_lines)
+            print(f"{src}: refused {len(loaded.bad_lines)} unreadable line(s) ({', '.join(loaded.problems)})",
                   file=sys.stderr)
+        if loaded.duplicates:
+            print(f"{src}: {len(loaded.duplicates)} key(s) appear more than once; importing the row measured "
+                  f"last of each", file=sys.stderr)
         by_arch: dict[str, list] = {}
+        unchecked: set[str] = set()
         for r in loaded.rows:
+            problem, checked = config_problem(r)
+            if problem is not None:
+                refused += 1
+                print(f"{src}: refused {_describe(r)}: {problem}", file=sys.stderr)
+                continue
+            if not checked:
+                unchecked.add(r.backend)
             by_arch.setdefault(r.arch, []).append(r)
+        for name in sorted(unchecked):
+            print(f"{src}: configs of backend {name!r} not checked (no such backend here, or it has no config "
+                  f"space)", file=sys.stderr)
         for arch, rows in by_arch.items():
-            if not store.upsert(arch, rows, info.versions):
-                raise RuntimeError(f"cache import: cannot write {store.path(arch)}")
+            try:
+                report = store.merge(arch, rows, info.versions, f"cache import of {src}")
+            except Exception as e:  # OSError, filelock.Timeout
+                raise RuntimeError(f"cache import: cannot write {store.path(arch)}: {type(e).__name__}: {e}") from None
             usable = sum(r.versions == info.versions and r.device_name == info.name for r in rows)
-            print(f"{src}: merged {len(rows)} row(s) into {store.path(arch)} ({usable} usable on this device)")
-            total += len(rows)
+            print(f"{src}: merged {len(rows)} row(s) into {store.path(arch)}: {report.added} new, {report.replaced} "
+                  f"replacing older rows, {report.kept_newer} not taken (the cache's row was measured later; "
+                  f"recorded in .rejected); {usable} usable on this device")
+            merged += len(rows)
     tuning.reload()
-    return 0 if total or not args.files else 1
+    return 1 if refused or not merged else 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
