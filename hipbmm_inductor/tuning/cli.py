@@ -400,7 +400,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
                   f"last of each", file=sys.stderr)
         by_arch: dict[str, list] = {}
         unchecked: set[str] = set()
+        other_versions = 0
         for r in loaded.rows:
+            if r.versions != info.versions:
+                # Checked when a process with those versions loads it: this one's backends cannot
+                # speak for another release's config space. Kept for a rollback, as in the cache.
+                other_versions += 1
+                by_arch.setdefault(r.arch, []).append(r)
+                continue
             problem, checked = config_problem(r)
             if problem is not None:
                 refused += 1
@@ -409,6 +416,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
             if not checked:
                 unchecked.add(r.backend)
             by_arch.setdefault(r.arch, []).append(r)
+        if other_versions:
+            print(f"{src}: {other_versions} row(s) from other library versions imported unchecked (they are "
+                  f"checked where those versions run)", file=sys.stderr)
         for name in sorted(unchecked):
             print(f"{src}: configs of backend {name!r} not checked (no such backend here, or it has no config "
                   f"space)", file=sys.stderr)

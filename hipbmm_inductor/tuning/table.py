@@ -59,7 +59,7 @@ class Tuner:
         self._failed: set[tuple] = set()
         self._lock = threading.RLock()
         self._record_warned = False
-        self._rejected_rows: set[tuple] = set()  # keys of cached rows already warned about as unusable
+        self._rejected_rows: set[tuple] = set()  # (key, config) of cached rows already reported unusable
 
     # -- lookups --------------------------------------------------------------------------
     def table(self, device: torch.device) -> dict[tuple, dict]:
@@ -90,9 +90,9 @@ class Tuner:
                 continue
             key = (row.backend, row.extra, *dtypes, row.n, row.k, row.m_bucket)
             table[key] = row.config_dict()
-        new = [(row, problem) for row, problem in rejected if row.key() not in self._rejected_rows]
+        new = [(row, problem) for row, problem in rejected if (row.key(), row.config) not in self._rejected_rows]
         if new:
-            self._rejected_rows.update(row.key() for row, _ in new)
+            self._rejected_rows.update((row.key(), row.config) for row, _ in new)
             row, problem = new[0]
             log.warning(
                 "hipbmm_inductor tuning cache %s: ignoring %d cached config(s) their backend cannot launch; "
