@@ -4,6 +4,7 @@ each of its operations started and ended (time.time()) so the test can order the
 Usage: python -m tests.tuning.mp_clear writer FOLDER ID ROWS LOG
        python -m tests.tuning.mp_clear clear FOLDER TIMES LOG
        python -m tests.tuning.mp_clear import FOLDER FILE LOG
+       python -m tests.tuning.mp_clear slow_writer FOLDER MARKER LOG
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> None:
             log.flush()
     elif what == "clear":
         for _ in range(int(argv[2])):
-            time.sleep(0.3)
+            time.sleep(0.2)
             t0 = time.time()
             store.clear("cpu", "v=1")
             log.write(json.dumps({"clear_start": t0, "clear_end": time.time()}) + "\n")
@@ -50,6 +51,21 @@ def main(argv: list[str]) -> None:
         t0 = time.time()
         report = store.merge("cpu", rows, "v=1", "import")
         log.write(json.dumps({"import_start": t0, "import_end": time.time(), "added": report.added}) + "\n")
+    elif what == "slow_writer":
+        # One upsert that stops inside its locked read-merge-write (after reading the file) until
+        # the test has started a clear: deterministic overlap.
+        from hipbmm_inductor.tuning import store as store_mod
+
+        marker, real_write = argv[2], store_mod.write_atomically
+
+        def slow_write(*args, **kwargs):
+            open(marker, "w").close()
+            time.sleep(1.5)
+            return real_write(*args, **kwargs)
+
+        store_mod.write_atomically = slow_write
+        ok = store.upsert("cpu", [row(7, 0)], "v=1")
+        log.write(json.dumps({"ok": ok, "end": time.time()}) + "\n")
     else:
         raise SystemExit(f"unknown worker {what!r}")
 

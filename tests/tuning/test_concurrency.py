@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hipbmm_inductor.tuning.store import Row, Store, read_rows, render
@@ -32,12 +33,12 @@ def test_a_concurrent_writer_never_undoes_a_clear(tmp_path):
     folder = tmp_path / "shared"
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
     clear_log = tmp_path / "clear.log"
-    procs = [_spawn("writer", str(folder), str(i), "60", str(log)) for i, log in enumerate(logs)]
-    procs.append(_spawn("clear", str(folder), "3", str(clear_log)))
+    procs = [_spawn("writer", str(folder), str(i), "100", str(log)) for i, log in enumerate(logs)]
+    procs.append(_spawn("clear", str(folder), "5", str(clear_log)))
     _wait(procs)
     clears = _log(clear_log)
     writes = [w for log in logs for w in _log(log)]
-    assert len(clears) == 3 and all(w["ok"] for w in writes)
+    assert len(clears) == 5 and all(w["ok"] for w in writes)
     path = Store(str(folder)).path("cpu")
     assert os.path.exists(path + ".lock")  # the lock file is never deleted
     loaded = read_rows(path)
@@ -53,13 +54,37 @@ def test_a_concurrent_writer_never_undoes_a_clear(tmp_path):
     assert after <= final, sorted(after - final)[:5]
 
 
+def test_clear_waits_for_a_writer_inside_its_read_merge_write(tmp_path):
+    folder = tmp_path / "shared"
+    store = Store(str(folder))
+    old = Row(**{**_seed_fields(), "n": 16})
+    assert store.upsert("cpu", [old], "v=1")
+    marker, log = tmp_path / "inside", tmp_path / "slow.log"
+    writer = _spawn("slow_writer", str(folder), str(marker), str(log))
+    deadline = time.monotonic() + 120
+    while not marker.exists():  # the writer has read the file (with `old`) and holds the lock
+        assert writer.poll() is None and time.monotonic() < deadline, writer.stderr.read() if writer.stderr else ""
+        time.sleep(0.02)
+    t0 = time.time()
+    report = Store(str(folder)).clear("cpu", "v=1")
+    _wait([writer])
+    (done,) = _log(log)
+    assert done["ok"] and t0 < done["end"] <= time.time()  # the clear waited for the writer's lock
+    assert report.dropped == 2  # `old` and the writer's row, both written before the clear got the lock
+    loaded = read_rows(store.path("cpu"))
+    assert loaded.rows == [] and loaded.cleared_at  # the writer did not write `old` back
+
+
+def _seed_fields() -> dict:
+    return dict(backend="fake_tune", arch="cpu", device_name="test cpu", versions="v=1", a_dtype="float8_e4m3fn",
+                b_dtype="float8_e4m3fn", out_dtype="bfloat16", bias="none", n=16, k=64, m_bucket=1, extra="",
+                config='{"seed": 1}', time_us=1.0, default_time_us=2.0, measured_at="2026-11-24T03:00:00Z")
+
+
 def test_import_while_writers_write_keeps_every_row(tmp_path):
     folder = tmp_path / "shared"
     shipped = tmp_path / "ship.csv"
-    ship_rows = [Row(backend="fake_tune", arch="cpu", device_name="test cpu", versions="v=1",
-                     a_dtype="float8_e4m3fn", b_dtype="float8_e4m3fn", out_dtype="bfloat16", bias="none",
-                     n=16 * (900_000 + i), k=64, m_bucket=1, extra="", config='{"shipped": 1}', time_us=1.0,
-                     default_time_us=2.0, measured_at="2026-11-24T03:00:00Z") for i in range(200)]
+    ship_rows = [Row(**{**_seed_fields(), "n": 16 * (900_000 + i), "config": '{"shipped": 1}'}) for i in range(200)]
     shipped.write_text(render(ship_rows, "cpu", "v=1"))
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
     procs = [_spawn("writer", str(folder), str(i), "30", str(log)) for i, log in enumerate(logs)]
