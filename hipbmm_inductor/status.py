@@ -132,10 +132,14 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         rows.append(BackendStatus(b, av.ok, av.reason, fast))
     tuning_mode = _guarded(tuning.get_mode)
     chosen, err = None, None
+    config_errors = envs.problems()
     try:
         chosen = registry.backend_for(device).name
-    except (BackendUnavailableError, ValueError) as e:  # ValueError: a bad HIPBMM_BACKEND
+    except BackendUnavailableError as e:
         err = str(e)
+    except ValueError as e:  # HIPBMM_BACKEND names no registered backend: a bad value like the others
+        err = str(e)
+        config_errors.append(err)
     return Status(
         version=__version__,
         python=platform.python_version(),
@@ -153,5 +157,5 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         tuning_cache=_guarded(tuning.cache_dir) if tuning_mode != _INVALID else _setting("HIPBMM_TUNING_CACHE"),
         triton_accumulation=_setting("HIPBMM_TRITON_ACCUMULATION"),
         backends=rows,
-        config_errors=envs.problems(),
+        config_errors=config_errors,
     )

@@ -110,3 +110,10 @@ def test_status_reports_a_bad_accumulation_value(monkeypatch):
     s = hi.status()
     assert s.triton_accumulation == "invalid"
     assert s.config_errors == ["HIPBMM_TRITON_ACCUMULATION='exact': expected one of promoted, fast"]
+
+
+def test_status_reports_an_unknown_backend_as_a_bad_value(monkeypatch):
+    monkeypatch.setenv("HIPBMM_BACKEND", "cublas")
+    s = hi.status("cpu")
+    assert s.chosen_backend is None
+    assert any(e.startswith("HIPBMM_BACKEND='cublas': unknown backend") for e in s.config_errors)

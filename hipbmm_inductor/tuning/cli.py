@@ -273,6 +273,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from .key import device_info
     from .store import read_rows
 
+    from .check import config_problem
+
     store = _stores(args)
     info = device_info(_device(args.device))
     report = {"folder": store.folder, "files": []}
@@ -287,7 +289,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 {"backend": r.backend, "device": r.device_name, "versions": r.versions, "a_dtype": r.a_dtype,
                  "bias": r.bias, "m_bucket": r.m_bucket, "n": r.n, "k": r.k, "extra": r.extra,
                  "config": r.config_dict(), "time_us": r.time_us, "default_time_us": r.default_time_us,
-                 "measured_at": r.measured_at}
+                 "measured_at": r.measured_at,
+                 # What the tuner would do with it here: None, or why it skips the row.
+                 "unusable": config_problem(r)[0] if r.versions == info.versions else None}
                 for r in shown
             ],
         })
@@ -306,7 +310,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
             gain = e["default_time_us"] / e["time_us"] if e["time_us"] else float("nan")
             print(f"  {e['backend']:<9} M<={e['m_bucket']:<6} N={e['n']:<6} K={e['k']:<6} bias={e['bias']:<8} "
                   f"{e['time_us']:8.1f} us  x{gain:.2f} vs default  {json.dumps(e['config'])}"
-                  + (f"  [{e['versions']}]" if args.all else ""))
+                  + (f"  [{e['versions']}]" if args.all else "")
+                  + (f"  UNUSABLE (the heuristic runs instead): {e['unusable']}" if e["unusable"] else ""))
     return 0
 
 
@@ -337,9 +342,13 @@ def _cmd_clear(args: argparse.Namespace) -> int:
             path = os.path.join(store.folder, name)
             if args.arch is not None and path != untuned_path(store.folder, args.arch):
                 continue
-            with file_lock(os.path.realpath(path)):  # the lock append_untuned takes; it stays
-                os.remove(path)
-            print(f"removed {path}")
+            # Emptied, not deleted, under the lock append_untuned takes (as the tuning files: the
+            # lock file stays, a symlinked file stays a link).
+            real = os.path.realpath(path)
+            with file_lock(real):
+                with open(real, "w"):
+                    pass
+            print(f"{path}: emptied")
     if not files:
         print(f"no tuning files in {store.folder}")
     tuning.reload()

@@ -162,3 +162,12 @@ def test_hopper_configs_only_under_a_gluon_key(shape, pick, fast):
                                    f"{KERNEL_VERSION}/promoted"])
 def test_foreign_or_malformed_tuning_key_is_rejected(extra):
     assert BACKEND.config_error(heuristic_config(16, 64, 128), 64, 128, extra) is not None
+
+
+def test_cache_show_marks_an_unusable_row(tuning_env, capsys):
+    Store(str(tuning_env)).upsert("cpu", [_triton_row({"BLOCK_K": 48})], "x")
+    assert cli.main(["cache", "show", "--json"]) == 0
+    (entry,) = __import__("json").loads(capsys.readouterr().out)["files"][0]["entries"]
+    assert entry["unusable"] and "BLOCK_M" in entry["unusable"]
+    assert cli.main(["cache", "show"]) == 0
+    assert "UNUSABLE (the heuristic runs instead)" in capsys.readouterr().out

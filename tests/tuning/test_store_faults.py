@@ -290,3 +290,74 @@ def test_export_follows_a_symlink_and_keeps_the_mode(tmp_path, tuning_env):
     assert cli.main(["cache", "export", str(link)]) == 0
     assert link.is_symlink() and _ns(target) == {64, 128}
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o664
+
+
+# -- clear ------------------------------------------------------------------------------------
+def test_rows_a_running_process_measured_before_a_clear_are_not_written_back(tuning_env, monkeypatch):
+    running = Store(str(tuning_env))  # a serving process whose last write failed
+    assert running.upsert("cpu", [_row(n=32, measured_at="2026-11-24T02:00:00Z")], "x")
+    monkeypatch.setattr(store_mod.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError(errno.EIO, "I/O")))
+    assert not running.upsert("cpu", [_row(n=64, measured_at="2026-11-24T03:00:00Z")], "x")
+    monkeypatch.undo()
+    report = Store(str(tuning_env)).clear("cpu", "x")  # `cache clear`, from another process
+    assert report.dropped == 1
+    assert os.path.exists(running.path("cpu") + ".lock")
+    assert running.upsert("cpu", [_row(n=128, measured_at=store_mod.now_utc())], "x")
+    assert _ns(running.path("cpu")) == {128}  # the pending pre-clear row did not come back
+    rejected = Path(running.path("cpu") + ".rejected").read_text()
+    assert "measured before the cache was cleared" in rejected and store_mod._line(_row(n=64)) in rejected
+
+
+@pytest.mark.usefixtures("fake_backend")
+def test_clear_untuned_empties_the_record_file_under_its_lock(tuning_env, capsys):
+    tuning.set_record(True)
+    fakes.choose(*fakes.inputs(M=3))
+    path = tuning_env / "untuned-cpu.csv"
+    assert path.stat().st_size > 0 and (tuning_env / "untuned-cpu.csv.lock").exists()
+    tuning.set_mode("online")
+    fakes.choose(*fakes.inputs(M=5, N=128))  # a tuning file to clear as well
+    assert cli.main(["cache", "clear", "--untuned"]) == 0
+    assert path.stat().st_size == 0 and (tuning_env / "untuned-cpu.csv.lock").exists()
+    tuning.set_mode("cache")
+    fakes.choose(*fakes.inputs(M=3, N=32))  # recording starts a fresh file, header included
+    from hipbmm_inductor.tuning.record import read_untuned
+
+    assert [s.n for s in read_untuned(str(path))[0]] == [32]
+
+
+# -- the lock file's mode -------------------------------------------------------------------------
+def test_lock_file_is_created_under_the_umask(tuning_env):
+    old = os.umask(0o002)
+    try:
+        Store(str(tuning_env)).upsert("cpu", [_row()], "x")
+    finally:
+        os.umask(old)
+    lock = Path(Store(str(tuning_env)).path("cpu") + ".lock")
+    # Group-writable, as the umask allows: another user of a shared folder can take the lock too.
+    assert stat.S_IMODE(lock.stat().st_mode) & 0o660 == 0o660
+
+
+def test_filelock_before_4_gets_the_umask_mode(tuning_env, monkeypatch):
+    import filelock
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, path, timeout, **kwargs):
+            seen.update(kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(filelock, "__version__", "3.12.4")
+    monkeypatch.setattr(filelock, "FileLock", Recorder)
+    old = os.umask(0o002)
+    try:
+        with store_mod.file_lock(str(tuning_env / "x.csv")) as locked:
+            assert locked
+    finally:
+        os.umask(old)
+    assert seen == {"mode": 0o664}  # not filelock 3's fixed 0o644
