@@ -4,11 +4,12 @@ Variables are read lazily, at the moment a value is needed, through this module 
 so tests, the CLI and users can change them at run time. Each one has a Python equivalent; a
 value set from Python wins over the environment.
 
-One rule for every value: surrounding spaces and case are ignored, and a value outside the
-variable's list raises ``ValueError`` naming the variable, the value and what it accepts, where
-the value is used (``info`` lists every such value and exits non-zero). Switches take
-``1/0, true/false, yes/no, on/off``; the switches of other programs (Triton, aiter, vLLM) take the
-spellings their owner reads as on, exactly as the owner matches them, and ``0/false/no/off``.
+One rule for every value: a value outside the variable's list raises ``ValueError`` naming the
+variable, the value and what it accepts, where the value is used (not once and then silently);
+``python -m hipbmm_inductor info`` lists every bad value and exits 1. Our variables ignore
+surrounding spaces and case, and our switches take ``1/0``, ``true/false``, ``yes/no``, ``on/off``.
+The switches of other programs (Triton, aiter, vLLM) take the spellings their owner reads as on,
+matched exactly as the owner matches them, and ``0/false/no/off``.
 
 | variable | default | Python equivalent | meaning |
 |---|---|---|---|
@@ -19,13 +20,13 @@ spellings their owner reads as on, exactly as the owner matches them, and ``0/fa
 | ``HIPBMM_TUNING_CACHE`` | user cache dir | ``hipbmm_inductor.tuning.set_cache_dir(path)`` | Folder of the tuning CSV files (one per device architecture). |
 | ``HIPBMM_TUNING_RECORD`` | ``0`` | ``hipbmm_inductor.tuning.set_record(True)`` | ``1`` records shapes that ran untuned, for ``tune --from``. |
 | ``HIPBMM_HIP_ONLINE_TUNING`` | ``0`` | ``hipbmm_inductor.tuning.vendor.enable_vendor_online_tuning()`` | ``1`` forwards ``HIP_ONLINE_TUNING=1`` to hipBLASLt before it initialises (aiter backend only; aiter then writes ``./hip_online_tuning_res.csv``). |
-| ``HIP_ONLINE_TUNING`` | unset | -- | aiter/hipBLASLt's own online tuning (SPEC section 3). Set by hipbmm-inductor only when ``HIPBMM_HIP_ONLINE_TUNING=1``; a value the user set is left alone. |
+| ``HIP_ONLINE_TUNING`` | unset | -- | aiter/hipBLASLt's own online tuning, on for exactly ``1`` or ``true`` (aiter compares the raw string; ``True`` or ``yes`` are refused here rather than read differently from aiter). Set by hipbmm-inductor only when ``HIPBMM_HIP_ONLINE_TUNING=1``; a value the user set is left alone. |
 | ``HIPBMM_USE_AITER`` | ``1`` | ``envs.set_override("HIPBMM_USE_AITER", False)`` | ``0`` keeps the aiter backend off outside vLLM (``auto`` then takes the next backend; ``HIPBMM_BACKEND=aiter`` fails with the reason). Ignored under vLLM (the ``vllm`` module is imported in the process), where vLLM's own switches decide. |
-| ``VLLM_ROCM_USE_AITER`` | ``0`` | -- | vLLM's switch, read (never set) by the aiter backend under vLLM: the aiter backend is usable there only when it and the next two are all ``1``. |
+| ``VLLM_ROCM_USE_AITER`` | ``0`` | -- | vLLM's switch, read (never set) by the aiter backend under vLLM: the aiter backend is usable there only when it and the next two are all on. vLLM's spellings: ``1``/``true`` (any case) on, ``0``/``false``/``no``/``off`` off; others are refused. |
 | ``VLLM_ROCM_USE_AITER_LINEAR`` | ``1`` | -- | vLLM's switch for aiter linear layers; see ``VLLM_ROCM_USE_AITER``. |
 | ``VLLM_ROCM_USE_AITER_LINEAR_HIPBMM`` | ``1`` | -- | vLLM's switch for its hipBLASLt ``hipb_mm`` linear path; see ``VLLM_ROCM_USE_AITER``. |
-| ``HIPBMM_VLLM_ENABLE`` | ``auto`` | -- | vLLM plugin: ``auto`` puts the hipb_mm_fp8 kernel first in vLLM's FP8 kernel list on ROCm only, where it declines unless its backend is fast there (aiter on MI3xx) or ``HIPBMM_BACKEND`` names one; ``1`` does so on every platform with any usable backend (how CI runs vLLM's CPU engine); ``0`` leaves vLLM alone. Read when vLLM loads its plugins and selects kernels. |
-| ``TRITON_INTERPRET`` | ``0`` | -- | Triton's own switch, read by the Triton backend: ``1`` runs its kernels in Triton's interpreter on the CPU (slow; for tests). |
+| ``HIPBMM_VLLM_ENABLE`` | ``auto`` | -- | vLLM plugin: ``auto`` puts the hipb_mm_fp8 kernel first in vLLM's FP8 kernel list on ROCm only, where it declines unless its backend is fast there (aiter on MI3xx) or ``HIPBMM_BACKEND`` names one; on (``1``, or any switch spelling) does so on every platform with any usable backend (how CI runs vLLM's CPU engine); off (``0``) leaves vLLM alone. Read when vLLM loads its plugins and selects kernels. |
+| ``TRITON_INTERPRET`` | ``0`` | -- | Triton's own switch, read by the Triton backend: on (``1``/``true``/``on``/``yes``, any case, as Triton reads it) runs its kernels in Triton's interpreter on the CPU (slow; for tests; needs numpy). |
 | ``HIPBMM_HYPOTHESIS_PROFILE`` | ``ci`` | ``--hypothesis-profile`` | ``ci`` (modest), ``dev``, or ``deep`` (>= 10,000 examples per property). |
 """
 
@@ -114,7 +115,7 @@ _SPECS: dict[str, _Spec] = {
     # Read, never set, by us: Triton's interpreter switch (the Triton backend then runs its
     # kernels on the CPU, which is how CI tests them). Triton reads 1/true/on/yes, any case.
     "TRITON_INTERPRET": _foreign_flag("0", "Triton", ("1", "true", "on", "yes")),
-    # aiter/hipBLASLt's own online-tuning switch (SPEC section 3): read to respect a user's
+    # aiter/hipBLASLt's own online-tuning switch: read to respect a user's
     # explicit value; set only by tuning.vendor, when HIPBMM_HIP_ONLINE_TUNING asks for it.
     # aiter's C++ side compares the raw string with "1" and "true".
     "HIP_ONLINE_TUNING": _foreign_flag("0", "aiter", ("1", "true"), case_sensitive=True),
