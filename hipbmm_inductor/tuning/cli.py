@@ -438,8 +438,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"cache import: cannot write {store.path(arch)}: {type(e).__name__}: {e}") from None
             usable = sum(r.versions == info.versions and r.device_name == info.name for r in rows)
             print(f"{src}: merged {len(rows)} row(s) into {store.path(arch)}: {report.added} new, {report.replaced} "
-                  f"replacing older rows, {report.kept_newer} not taken (the cache's row was measured later; "
-                  f"recorded in .rejected); {usable} usable on this device")
+                  f"replacing older rows ({usable} usable on this device)")
+            if report.kept_newer:
+                print(f"{src}: {report.kept_newer} row(s) not taken: the cache's row for the key was measured "
+                      f"later (the imported rows are kept in {store.path(arch)}.rejected)", file=sys.stderr)
             merged += len(rows)
     tuning.reload()
     return 1 if refused or not merged else 0

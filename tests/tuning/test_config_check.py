@@ -171,3 +171,16 @@ def test_cache_show_marks_an_unusable_row(tuning_env, capsys):
     assert entry["unusable"] and "BLOCK_M" in entry["unusable"]
     assert cli.main(["cache", "show"]) == 0
     assert "UNUSABLE (the heuristic runs instead)" in capsys.readouterr().out
+
+
+def test_import_keeps_the_caches_newer_row_and_says_so(tuning_env, tmp_path, capsys):
+    newer_here = heuristic_config(16, 64, 128)
+    older_shipped = dict(config_space(16, 64, 128)[0])
+    s = Store(str(tuning_env))
+    s.upsert("cpu", [_triton_row(newer_here, measured_at="2026-11-30T00:00:00Z")], "x")
+    shipped = tmp_path / "ship.csv"
+    shipped.write_text(render([_triton_row(older_shipped, measured_at="2026-11-01T00:00:00Z")], "cpu", "x"))
+    assert cli.main(["cache", "import", str(shipped)]) == 0  # valid: merged by the rule, not refused
+    assert "1 row(s) not taken" in capsys.readouterr().err
+    assert [r.config_dict() for r in read_rows(s.path("cpu")).rows] == [newer_here]
+    assert canonical_config(older_shipped) in open(s.path("cpu") + ".rejected").read()
