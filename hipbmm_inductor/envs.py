@@ -45,9 +45,10 @@ ACCUMULATION_MODES = ("promoted", "fast")
 # Values set from Python (set_backend, enable/disable, ...). They win over the environment.
 _overrides: dict[str, object] = {}
 
-# The one rule, for every variable below: the value (stripped, lower-cased) must be one of the
-# variable's spellings, else reading it raises ValueError naming the variable, the value and the
-# spellings it accepts. On/off switches of our own all take the same spellings.
+# The one rule, for every variable below: the value must be one of the variable's spellings
+# (ours stripped and lower-cased first; another program's matched as that program matches it),
+# else reading it raises ValueError naming the variable, the value and what it accepts. Our own
+# switches all take the same spellings (HIPBMM_LOWERING's).
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off", "")
 FLAG_VALUES = "1/0, true/false, yes/no, on/off"
@@ -155,17 +156,17 @@ def _check_override(name: str, value: object) -> None:
 
 
 def problems() -> list[str]:
-    """One message per setting whose value (from Python or the environment) breaks its rule.
+    """One message per environment variable whose value breaks its rule and is not overridden from
+    Python (``set_override`` refuses a bad value, so an override never does).
 
     What ``status()`` and ``python -m hipbmm_inductor info`` report; every other reader raises.
     """
     out = []
     for name in _SPECS:
+        if name in _overrides:
+            continue  # checked by set_override; it wins over the environment
         try:
-            if name in _overrides:
-                _check_override(name, _overrides[name])
-            else:
-                _read(name)
+            _read(name)
         except ValueError as e:
             out.append(str(e))
     return out
@@ -175,11 +176,10 @@ def set_override(name: str, value: object) -> None:
     """Python equivalent of an environment variable; ``None`` removes the override."""
     if name not in ENV_VARS:
         raise KeyError(f"unknown hipbmm_inductor setting {name!r}; known: {sorted(ENV_VARS)}")
-    if value is not None:
-        _check_override(name, value)
     if value is None:
         _overrides.pop(name, None)
     else:
+        _check_override(name, value)
         _overrides[name] = value
 
 
