@@ -185,3 +185,33 @@ def test_import_keeps_the_caches_newer_row_and_says_so(tuning_env, tmp_path, cap
     assert [r.config_dict() for r in read_rows(s.path("cpu")).rows] == [newer_here]
     # .rejected keeps the CSV rows (behind # comments): readable, so importable again.
     assert [r.config_dict() for r in read_rows(s.path("cpu") + ".rejected").rows] == [older_shipped]
+
+
+def test_the_op_runs_the_heuristic_over_unusable_cached_configs(tuning_env, tmp_path):
+    # End to end on the real kernel (Triton's interpreter): {} and BLOCK_K=48 cached for two
+    # shapes; every call must compute the right answer, with one warning.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heuristic = heuristic_config(16, 64, 128)
+    tuned = next(c for c in config_space(128, 64, 128) if c != heuristic_config(128, 64, 128))
+    # The third row is usable: its hit proves the worker's calls look up these very keys.
+    Store(str(tuning_env)).upsert("cpu", [_triton_row({}, M=16), _triton_row({**heuristic, "BLOCK_K": 48}, M=64),
+                                          _triton_row(tuned, M=128)], "x")
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out.json"
+    env = dict(os.environ, PYTHONPATH=str(root), TRITON_INTERPRET="1", HIPBMM_BACKEND="triton",
+               HIPBMM_TUNING_CACHE=str(tuning_env))
+    r = subprocess.run([sys.executable, "-m", "tests.tuning.interpret_bad_cache_worker", str(out), "16", "40",
+                        "128"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    result = json.loads(out.read_text())
+    if "skip" in result:
+        pytest.skip(result["skip"])
+    (warning,) = result["warnings"]
+    assert "ignoring 2 cached config(s)" in warning
+    assert result["counters"]["hits"] == 1 and result["counters"]["misses"] == 2
