@@ -117,3 +117,18 @@ def test_status_reports_an_unknown_backend_as_a_bad_value(monkeypatch):
     s = hi.status("cpu")
     assert s.chosen_backend is None
     assert any(e.startswith("HIPBMM_BACKEND='cublas': unknown backend") for e in s.config_errors)
+
+
+@pytest.mark.parametrize("build,visible,says", [
+    ((None, None), False, "CPU-only build"),
+    (("13.0", None), False, "no GPU is visible"),
+    ((None, "6.4"), False, "no GPU is visible"),
+])
+def test_device_errors_name_the_reason(monkeypatch, capsys, build, visible, says):
+    monkeypatch.setattr(torch.version, "cuda", build[0])
+    monkeypatch.setattr(torch.version, "hip", build[1])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible)
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and says in err and "argument --device" in err
