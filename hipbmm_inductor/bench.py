@@ -40,6 +40,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .cli import backend_arg
 from .timing import copy_bandwidth, fp8_peak, time_graph, time_graphs, time_plain
 
 log = logging.getLogger("hipbmm_inductor")
@@ -426,7 +427,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="'N,K;N,K' weight shapes and/or suite names (default: llama3-8b;llama3-70b)")
     p.add_argument("--m", default=",".join(map(str, DEFAULT_MS)), help="comma-separated M (tokens)")
     p.add_argument("--bias", choices=("both", "yes", "no"), default="both")
-    p.add_argument("--backend", default="triton", help="hipb_mm_fp8 backend to time (default: triton)")
+    p.add_argument("--backend", type=backend_arg, default="triton", help="hipb_mm_fp8 backend to time (default: triton)")
     p.add_argument("--fp8", default="float8_e4m3fn", choices=("float8_e4m3fn", "float8_e4m3fnuz"))
     p.add_argument("--accumulation", choices=("promoted", "fast"), default=None,
                    help="Triton backend's accumulation (default: HIPBMM_TRITON_ACCUMULATION, else promoted); "

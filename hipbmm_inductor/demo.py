@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cli import backend_arg, device_arg, positive_int
+
 __all__ = ["FP8Linear", "FP8MLP", "quantize_per_token", "quantize_weight_per_channel", "run_demo", "register"]
 
 FORMS = ("scaled_mm", "scaled_mm_v2", "channelwise")
@@ -266,23 +268,16 @@ def _cmd(args: argparse.Namespace) -> int:
     return 1 if result["rewritten"] and not result["folded"] else 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compile an FP8 Llama MLP with freezing and show what the lowering did")
-    p.add_argument("--tokens", type=_positive, default=None,
+    p.add_argument("--tokens", type=positive_int, default=None,
                    help="M, the number of tokens (default 64 on cpu, 16 on gpu)")
-    p.add_argument("--hidden", type=_positive, default=None, help="hidden size (default 256 on cpu, 4096 on gpu)")
-    p.add_argument("--intermediate", type=_positive, default=None,
+    p.add_argument("--hidden", type=positive_int, default=None, help="hidden size (default 256 on cpu, 4096 on gpu)")
+    p.add_argument("--intermediate", type=positive_int, default=None,
                    help="MLP intermediate size (default 512 on cpu, 14336 on gpu)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    p.add_argument("--backend", default=None,
+    p.add_argument("--device", type=device_arg, default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument("--backend", type=backend_arg, default=None,
                    help="hipb_mm_fp8 backend (default: HIPBMM_BACKEND if set, else reference on cpu, triton on "
                         "NVIDIA, auto on ROCm)")
-    p.add_argument("--iters", type=_positive, default=10, help="timed iterations per path (default 10)")
+    p.add_argument("--iters", type=positive_int, default=10, help="timed iterations per path (default 10)")
     p.set_defaults(func=_cmd)

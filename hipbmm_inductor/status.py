@@ -14,6 +14,8 @@ from .ops.errors import BackendUnavailableError
 
 __all__ = ["BackendStatus", "Status", "status"]
 
+_INVALID = "invalid"  # what a field shows when its setting has a bad value (the message is in config_errors)
+
 
 @dataclass(frozen=True)
 class BackendStatus:
@@ -36,11 +38,19 @@ class Status:
     configured_backend: str
     chosen_backend: Optional[str]
     choice_error: Optional[str]
-    lowering_enabled: bool
+    lowering_enabled: bool | str  # "invalid" under a bad HIPBMM_LOWERING
     tuning_mode: str
     tuning_cache: str
     triton_accumulation: str
     backends: list[BackendStatus] = field(default_factory=list)
+    # Every environment variable (or Python override) whose value breaks its rule, one message
+    # each; `info` exits non-zero when there is any.
+    config_errors: list[str] = field(default_factory=list)
+
+    def _lowering(self) -> str:
+        if self.lowering_enabled == _INVALID:
+            return _INVALID
+        return "enabled" if self.lowering_enabled else "disabled"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,11 +63,13 @@ class Status:
             + (f", arch {self.arch}" if self.arch else ""),
             f"backend:  HIPBMM_BACKEND={self.configured_backend} -> "
             + (self.chosen_backend or f"none ({self.choice_error})"),
-            f"lowering: {'enabled' if self.lowering_enabled else 'disabled'}",
+            f"lowering: {self._lowering()}",
             f"tuning:   {self.tuning_mode} (cache folder {self.tuning_cache})",
             f"triton:   {self.triton_accumulation} accumulation (HIPBMM_TRITON_ACCUMULATION)",
-            "backends:",
         ]
+        for e in self.config_errors:
+            lines.append(f"invalid:  {e}")
+        lines.append("backends:")
         width = max(len(b.name) for b in self.backends) if self.backends else 0
         for b in self.backends:
             mark = "usable " if b.usable else "no     "
@@ -67,11 +79,19 @@ class Status:
 
 
 def _setting(name: str) -> str:
-    # status() is what a user runs when something is wrong: a bad value is reported, not raised.
+    # status() is what a user runs when something is wrong: a bad value is reported (in
+    # config_errors, once), not raised.
     try:
         return str(getattr(envs, name))
-    except ValueError as e:
-        return f"invalid ({e})"
+    except ValueError:
+        return _INVALID
+
+
+def _guarded(fn, *args):
+    try:
+        return fn(*args)
+    except ValueError:  # a bad setting read on the way: reported in config_errors
+        return _INVALID
 
 
 def _triton_version() -> Optional[str]:
@@ -110,11 +130,16 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         backend = registry.get_backend(b)
         fast = bool(av) and backend is not None and bool(backend.is_fast(device))
         rows.append(BackendStatus(b, av.ok, av.reason, fast))
+    tuning_mode = _guarded(tuning.get_mode)
     chosen, err = None, None
+    config_errors = envs.problems()
     try:
         chosen = registry.backend_for(device).name
     except BackendUnavailableError as e:
         err = str(e)
+    except ValueError as e:  # HIPBMM_BACKEND names no registered backend: a bad value like the others
+        err = str(e)
+        config_errors.append(err)
     return Status(
         version=__version__,
         python=platform.python_version(),
@@ -124,12 +149,13 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         device_name=name,
         platform=registry.device_kind(device),
         arch=_arch(device),
-        configured_backend=envs.HIPBMM_BACKEND,
+        configured_backend=_setting("HIPBMM_BACKEND"),
         chosen_backend=chosen,
         choice_error=err,
-        lowering_enabled=is_enabled(),
-        tuning_mode=tuning.get_mode(),
-        tuning_cache=tuning.cache_dir(),
+        lowering_enabled=_guarded(is_enabled),
+        tuning_mode=tuning_mode,
+        tuning_cache=_guarded(tuning.cache_dir) if tuning_mode != _INVALID else _setting("HIPBMM_TUNING_CACHE"),
         triton_accumulation=_setting("HIPBMM_TRITON_ACCUMULATION"),
         backends=rows,
+        config_errors=config_errors,
     )

@@ -76,8 +76,13 @@ class TritonBackend:
         device = torch.device(device)
         if importlib.util.find_spec("triton") is None:
             return Availability(False, "triton is not installed (pip install 'hipbmm-inductor[triton]')")
+        # Triton's interpreter runs kernels through numpy, which triton itself does not require.
+        no_numpy = importlib.util.find_spec("numpy") is None
+        interp_missing = "TRITON_INTERPRET=1, but Triton's interpreter needs numpy, which is not installed (pip install numpy)"
         if device.type == "cpu":
             if envs.TRITON_INTERPRET:
+                if no_numpy:
+                    return Availability(False, interp_missing)
                 return Availability(True, "TRITON_INTERPRET=1: kernels run in Triton's CPU interpreter (slow)")
             return Availability(
                 False, "Triton compiles for GPUs; on the CPU it runs only under TRITON_INTERPRET=1 (slow)"
@@ -87,6 +92,8 @@ class TritonBackend:
         if not torch.cuda.is_available():
             return Availability(False, "torch.cuda.is_available() is False")
         if envs.TRITON_INTERPRET:
+            if no_numpy:
+                return Availability(False, interp_missing)
             return Availability(True, "TRITON_INTERPRET=1: kernels run in Triton's CPU interpreter (slow)")
         from .triton_fp8_gemm import device_arch, native_fp8
 
@@ -257,6 +264,60 @@ class TritonBackend:
                 self._plans.clear()
             self._plans[key] = plan
         return out
+
+    def config_error(self, config: dict, n: int, k: int, extra: str):
+        """Why a cached or imported ``config`` cannot serve an ``[*, K] x [K, N]`` GEMM under the
+        tuning key ``extra`` (``None``: it can). The tuner calls this once per loaded row, never per call.
+
+        Usable means: one of the configs this kernel version's space (any M bucket) or heuristic
+        would launch for ``(N, K)`` in ``extra``'s accumulation mode and kernel (portable or the
+        sm_90 Gluon one). The launchers' own rules are checked first, to name the broken one.
+        """
+        from .triton_configs import CONFIG_KEYS, config_space, heuristic_config
+
+        parts = extra.split("/") if isinstance(extra, str) else []
+        if len(parts) != 3 or parts[1] not in ("promoted", "fast") or parts[2] not in ("gluon", "portable"):
+            return f"tuning key {extra!r} is not <kernel version>/promoted|fast/gluon|portable"
+        if parts[0] != KERNEL_VERSION:
+            return f"tuned for kernel {parts[0]!r}; this Triton backend runs {KERNEL_VERSION!r}"
+        fast, hopper = parts[1] == "fast", parts[2] == "gluon"
+        if not isinstance(config, dict):
+            return f"a triton config is a JSON object, got {type(config).__name__}"
+        unknown = sorted(str(key) for key in config if key not in CONFIG_KEYS)
+        missing = [key for key in CONFIG_KEYS if key not in config]
+        if unknown or missing:
+            return (f"a triton config has exactly the keys {', '.join(CONFIG_KEYS)}"
+                    + (f"; missing {', '.join(missing)}" if missing else "")
+                    + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+        not_int = [f"{key}={config[key]!r}" for key in CONFIG_KEYS if type(config[key]) is not int]
+        if not_int:
+            return f"config values must be integers, got {', '.join(not_int)}"
+        if type(n) is not int or type(k) is not int or n < 16 or n % 16 or k < 32 or k % 32:
+            return f"N={n!r}, K={k!r} is not a shape the op takes (N >= 16, N % 16 == 0, K % 32 == 0)"
+        bm, bn, bk, sk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["SPLIT_K"]
+        if config["HOPPER"] and not hopper:
+            return "HOPPER=1 is a config of the sm_90 Gluon kernel, and this key is for the portable kernel"
+        if not config["HOPPER"] and (bk < 32 or bk % 32 or bn < 16 or bn % 16 or sk < 1 or k % (bk * sk)):
+            return (f"BLOCK_K={bk}, BLOCK_N={bn}, SPLIT_K={sk}: the kernel needs BLOCK_K % 32 == 0, "
+                    f"BLOCK_N % 16 == 0 and K % (BLOCK_K * SPLIT_K) == 0 (K={k})")
+        if config["HOPPER"] and (bk < 1 or k % bk):
+            return f"BLOCK_K={bk}: the Gluon kernel needs K % BLOCK_K == 0 (K={k})"
+        if bm < 1 or bm & (bm - 1) or bn & (bn - 1) or bk & (bk - 1):
+            return f"BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}: block sizes must be powers of two"
+        # The whole space for (N, K) in this mode, over every M bucket (m_bucket caps at 4096),
+        # with the heuristics: built once per (N, K, mode) on this backend object.
+        spaces = self.__dict__.setdefault("_config_spaces", {})
+        space = spaces.get((n, k, fast, hopper))
+        if space is None:
+            space = set()
+            for m in (1 << e for e in range(13)):
+                for c in config_space(m, n, k, fast, hopper) + [heuristic_config(m, n, k, fast, hopper)]:
+                    space.add(tuple(sorted(c.items())))
+            space = spaces[n, k, fast, hopper] = frozenset(space)
+        if tuple(sorted(config.items())) not in space:
+            return (f"not in the {'fast' if fast else 'promoted'}-accumulation config space of the "
+                    f"{'sm_90 Gluon' if hopper else 'portable'} kernel for N={n}, K={k}")
+        return None
 
 
 register_backend(TritonBackend())

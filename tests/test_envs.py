@@ -75,3 +75,63 @@ def test_bad_accumulation_mode_in_environment(monkeypatch):
     monkeypatch.setenv("HIPBMM_TRITON_ACCUMULATION", "exact")
     with pytest.raises(ValueError, match=r"HIPBMM_TRITON_ACCUMULATION='exact': expected one of promoted, fast"):
         envs.HIPBMM_TRITON_ACCUMULATION
+
+
+# -- one rule for every variable ----------------------------------------------------------------
+_BAD = "definitely-not-a-value"
+_CHECKED = sorted(n for n in envs.ENV_VARS if n not in ("HIPBMM_BACKEND", "HIPBMM_TUNING_CACHE"))
+
+
+@pytest.mark.parametrize("name", _CHECKED)
+def test_every_variable_rejects_a_bad_value_naming_itself_and_the_rule(name, monkeypatch):
+    monkeypatch.setenv(name, _BAD)
+    with pytest.raises(ValueError, match=rf"^{name}='{_BAD}': expected ") as e:
+        getattr(envs, name)
+    assert any(word in str(e.value) for word in ("1/", "one of")), e.value
+    assert any(name in p for p in envs.problems())
+    with pytest.raises(ValueError):  # every read, not only the first
+        getattr(envs, name)
+
+
+@pytest.mark.parametrize("name", [n for n in _CHECKED if envs._SPECS[n].expected.startswith("one of 1/0")])
+@pytest.mark.parametrize("value,expected", [("1", True), (" TRUE ", True), ("yes", True), ("On", True),
+                                            ("0", False), ("false", False), ("no", False), ("OFF", False),
+                                            ("", False)])
+def test_our_switches_share_the_lowerings_spellings(name, value, expected, monkeypatch):
+    monkeypatch.setenv(name, value)
+    assert getattr(envs, name) is expected
+    monkeypatch.setenv("HIPBMM_LOWERING", value)
+    assert envs.HIPBMM_LOWERING is expected  # the same rule as the lowering's
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), ("1", "1"), ("true", "1"), ("on", "1"),
+                                            ("0", "0"), ("no", "0"), ("OFF", "0")])
+def test_vllm_enable_takes_auto_or_a_switch(value, expected, monkeypatch):
+    monkeypatch.setenv("HIPBMM_VLLM_ENABLE", value)
+    assert envs.HIPBMM_VLLM_ENABLE == expected
+
+
+@pytest.mark.parametrize("name,on,ambiguous", [
+    ("VLLM_ROCM_USE_AITER", ["1", "true", "TRUE"], ["yes", "on", " 1"]),  # vLLM: lower() in ("true", "1")
+    ("HIP_ONLINE_TUNING", ["1", "true"], ["True", "yes", " 1"]),  # aiter: strcmp with "1" / "true"
+    ("TRITON_INTERPRET", ["1", "true", "On", "YES"], [" 1", "2"]),  # Triton: lower() in 1/true/on/yes
+])
+def test_foreign_switches_follow_their_owner(name, on, ambiguous, monkeypatch):
+    for value in on:
+        monkeypatch.setenv(name, value)
+        assert getattr(envs, name) is True
+    for value in ("0", "false", ""):
+        monkeypatch.setenv(name, value)
+        assert getattr(envs, name) is False
+    for value in ambiguous:  # the owner would read these differently from a naive parse: refused
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=rf"^{name}="):
+            getattr(envs, name)
+
+
+def test_python_overrides_follow_the_same_rule():
+    with pytest.raises(ValueError, match=r"HIPBMM_TUNING_RECORD='1': expected True or False"):
+        envs.set_override("HIPBMM_TUNING_RECORD", "1")
+    with pytest.raises(ValueError, match=r"HIPBMM_VLLM_ENABLE='yes': expected one of auto, 1, 0"):
+        envs.set_override("HIPBMM_VLLM_ENABLE", "yes")
+    assert not envs.is_overridden("HIPBMM_TUNING_RECORD")  # nothing was stored

@@ -161,7 +161,8 @@ def reset_counters() -> None:
 def reload() -> None:
     """Forget in-memory tables (and the folder): the next call reads the cache folder again.
 
-    Counters, the timer and bench settings survive; environment settings are re-read.
+    Counters, the timer, bench settings and the set of cached configs already reported unusable
+    survive; environment settings are re-read.
     """
     global _tuner
     with _tuner_lock:
@@ -171,6 +172,7 @@ def reload() -> None:
         new.counters = old.counters
         new.timer = old.timer
         new.settings = old.settings
+        new._rejected_rows = old._rejected_rows  # an unusable cached config is warned about once per process
 
 
 def set_timer(timer) -> None:

@@ -21,6 +21,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from hipbmm_inductor.cli import backend_arg, device_arg
+
 __all__ = ["register", "parse_shape", "ShapeSpec"]
 
 
@@ -60,11 +62,44 @@ def _device_fp8(device: torch.device) -> torch.dtype:
     return torch.float8_e4m3fnuz if device_info(device).arch.startswith("gfx94") else torch.float8_e4m3fn
 
 
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "e4m3fn": "float8_e4m3fn", "e4m3fnuz": "float8_e4m3fnuz"}
+
+
 def _dtype_arg(name: str) -> Optional[torch.dtype]:
+    """A dtype name from a recorded-shapes file (``ValueError`` for one this torch lacks)."""
     from .key import parse_dtype
 
-    aliases = {"bf16": "bfloat16", "fp32": "float32", "e4m3fn": "float8_e4m3fn", "e4m3fnuz": "float8_e4m3fnuz"}
-    return parse_dtype(aliases.get(name, name))
+    return parse_dtype(_DTYPE_ALIASES.get(name, name))
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _choice_type(what: str, allowed: dict[str, Optional[torch.dtype]]):
+    """An argparse type taking exactly ``allowed``'s spellings (case-insensitive)."""
+
+    def parse(text: str) -> Optional[torch.dtype]:
+        key = text.strip().lower()
+        if key not in allowed:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; expected one of {', '.join(allowed)}")
+        return allowed[key]
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+# The dtypes the op takes (ops.validate: fp8 flavours and bias dtypes), with the short spellings.
+_fp8_type = _choice_type("fp8 flavour", {"float8_e4m3fn": torch.float8_e4m3fn, "e4m3fn": torch.float8_e4m3fn,
+                                         "float8_e4m3fnuz": torch.float8_e4m3fnuz, "e4m3fnuz": torch.float8_e4m3fnuz})
+_bias_type = _choice_type("bias dtype", {"none": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                                         "float32": torch.float32, "fp32": torch.float32})
 
 
 def _inputs(spec: ShapeSpec, device: torch.device, seed: int):
@@ -193,8 +228,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.cache_dir:
         tuning.set_cache_dir(args.cache_dir)
     specs: list[ShapeSpec] = []
-    bias = _dtype_arg(args.bias)
-    fp8 = _dtype_arg(args.fp8) if args.fp8 else None
+    bias, fp8 = args.bias, args.fp8  # parsed by _bias_type / _fp8_type
     for text in args.shapes or []:
         m, n, k = parse_shape(text)
         specs.append(ShapeSpec(m, n, k, fp8=fp8, bias=bias, backend=args.backend))
@@ -239,6 +273,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from .key import device_info
     from .store import read_rows
 
+    from .check import config_problem
+
     store = _stores(args)
     info = device_info(_device(args.device))
     report = {"folder": store.folder, "files": []}
@@ -253,7 +289,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 {"backend": r.backend, "device": r.device_name, "versions": r.versions, "a_dtype": r.a_dtype,
                  "bias": r.bias, "m_bucket": r.m_bucket, "n": r.n, "k": r.k, "extra": r.extra,
                  "config": r.config_dict(), "time_us": r.time_us, "default_time_us": r.default_time_us,
-                 "measured_at": r.measured_at}
+                 "measured_at": r.measured_at,
+                 # What the tuner would do with it here: None, or why it skips the row.
+                 "unusable": config_problem(r)[0] if r.versions == info.versions else None}
                 for r in shown
             ],
         })
@@ -272,7 +310,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
             gain = e["default_time_us"] / e["time_us"] if e["time_us"] else float("nan")
             print(f"  {e['backend']:<9} M<={e['m_bucket']:<6} N={e['n']:<6} K={e['k']:<6} bias={e['bias']:<8} "
                   f"{e['time_us']:8.1f} us  x{gain:.2f} vs default  {json.dumps(e['config'])}"
-                  + (f"  [{e['versions']}]" if args.all else ""))
+                  + (f"  [{e['versions']}]" if args.all else "")
+                  + (f"  UNUSABLE (the heuristic runs instead): {e['unusable']}" if e["unusable"] else ""))
     return 0
 
 
@@ -280,29 +319,36 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     from hipbmm_inductor import tuning
 
     from .key import device_info, safe_arch
-    from .store import read_rows
+    from .record import untuned_path
+    from .store import file_lock
 
     store = _stores(args)
     info = device_info(_device(args.device))
     files = [(a, p) for a, p in store.files() if args.arch is None or a == safe_arch(args.arch)]
     for arch, path in files:
+        # Both under the writers' lock (Store), so a process tuning now either wrote before the
+        # clear (and its rows are cleared) or writes after it (and sees the cleared file).
         if args.stale:
-            loaded = read_rows(path)
-            keep = [r for r in loaded.rows if r.versions == info.versions]
-            store.replace_all(arch, keep, info.versions)
-            print(f"{path}: removed {len(loaded.rows) - len(keep)} row(s) from other library versions, kept {len(keep)}")
+            report = store.rewrite(arch, lambda r: r.versions == info.versions, info.versions,
+                                   "measured with other library versions (cache clear --stale)")
+            print(f"{path}: removed {report.dropped} row(s) from other library versions, kept {report.rows}")
         else:
-            for extra in ("", ".lock"):
-                try:
-                    os.remove(path + extra)
-                except FileNotFoundError:
-                    pass
-            print(f"removed {path}")
+            report = store.clear(arch, info.versions)
+            print(f"{path}: cleared {report.dropped} row(s)")
     if not args.stale and args.untuned:
         for name in sorted(os.listdir(store.folder)) if os.path.isdir(store.folder) else []:
-            if name.startswith("untuned-") and (args.arch is None or name == f"untuned-{safe_arch(args.arch)}.csv"):
-                os.remove(os.path.join(store.folder, name))
-                print(f"removed {os.path.join(store.folder, name)}")
+            if not (name.startswith("untuned-") and name.endswith(".csv")):
+                continue
+            path = os.path.join(store.folder, name)
+            if args.arch is not None and path != untuned_path(store.folder, args.arch):
+                continue
+            # Emptied, not deleted, under the lock append_untuned takes (as the tuning files: the
+            # lock file stays, a symlinked file stays a link).
+            real = os.path.realpath(path)
+            with file_lock(real):
+                with open(real, "w"):
+                    pass
+            print(f"{path}: emptied")
     if not files:
         print(f"no tuning files in {store.folder}")
     tuning.reload()
@@ -311,7 +357,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .key import device_info, safe_arch
-    from .store import read_rows, render
+    from .store import read_rows, render, write_atomically
 
     store = _stores(args)
     info = device_info(_device(args.device))
@@ -326,44 +372,84 @@ def _cmd_export(args: argparse.Namespace) -> int:
         loaded = read_rows(archs[arch])
         rows = [r for r in loaded.rows if r.versions == info.versions] if args.current else loaded.rows
         dest = os.path.join(args.dest, f"tuning-{arch}.csv") if os.path.isdir(args.dest) else args.dest
-        with open(dest, "w", encoding="utf-8", newline="") as f:
-            f.write(render(rows, arch, info.versions))
+        try:
+            # Atomic: a full disk or a kill leaves the old DEST (or none), never a truncated one.
+            write_atomically(dest, render(rows, arch, info.versions))
+        except OSError as e:
+            raise RuntimeError(f"cache export: cannot write {dest}: {e.strerror or e}") from None
         print(f"exported {len(rows)} row(s) for {arch} to {dest}")
     return 0
+
+
+def _describe(row) -> str:
+    return (f"{row.backend} {row.arch} N={row.n} K={row.k} M<={row.m_bucket} bias={row.bias}"
+            + (f" [{row.extra}]" if row.extra else ""))
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from hipbmm_inductor import tuning
 
+    from .check import config_problem
     from .key import device_info
     from .store import read_rows
 
     store = _stores(args)
     info = device_info(_device(args.device))
-    total = 0
+    merged = refused = 0
     for src in args.files:
         if not os.path.isfile(src):
             raise ValueError(f"cache import: {src!r} is not a file")
         loaded = read_rows(src)
-        if loaded.problems:
-            print(f"{src}: {', '.join(loaded.problems)}; skipped {len(loaded.bad_lines)} unreadable line(s)",
+        if loaded.bad_lines:
+            refused += len(loaded.bad_lines)
+            print(f"{src}: refused {len(loaded.bad_lines)} unreadable line(s) ({', '.join(loaded.problems)})",
                   file=sys.stderr)
+        if loaded.duplicates:
+            print(f"{src}: {len(loaded.duplicates)} key(s) appear more than once; importing the row measured "
+                  f"last of each", file=sys.stderr)
         by_arch: dict[str, list] = {}
+        unchecked: set[str] = set()
+        other_versions = 0
         for r in loaded.rows:
+            if r.versions != info.versions:
+                # Checked when a process with those versions loads it: this one's backends cannot
+                # speak for another release's config space. Kept for a rollback, as in the cache.
+                other_versions += 1
+                by_arch.setdefault(r.arch, []).append(r)
+                continue
+            problem, checked = config_problem(r)
+            if problem is not None:
+                refused += 1
+                print(f"{src}: refused {_describe(r)}: {problem}", file=sys.stderr)
+                continue
+            if not checked:
+                unchecked.add(r.backend)
             by_arch.setdefault(r.arch, []).append(r)
+        if other_versions:
+            print(f"{src}: {other_versions} row(s) from other library versions imported unchecked (they are "
+                  f"checked where those versions run)", file=sys.stderr)
+        for name in sorted(unchecked):
+            print(f"{src}: configs of backend {name!r} not checked (no such backend here, or it has no config "
+                  f"space)", file=sys.stderr)
         for arch, rows in by_arch.items():
-            if not store.upsert(arch, rows, info.versions):
-                raise RuntimeError(f"cache import: cannot write {store.path(arch)}")
+            try:
+                report = store.merge(arch, rows, info.versions, f"cache import of {src}")
+            except Exception as e:  # OSError, filelock.Timeout
+                raise RuntimeError(f"cache import: cannot write {store.path(arch)}: {type(e).__name__}: {e}") from None
             usable = sum(r.versions == info.versions and r.device_name == info.name for r in rows)
-            print(f"{src}: merged {len(rows)} row(s) into {store.path(arch)} ({usable} usable on this device)")
-            total += len(rows)
+            print(f"{src}: merged {len(rows)} row(s) into {store.path(arch)}: {report.added} new, {report.replaced} "
+                  f"replacing older rows ({usable} usable on this device)")
+            if report.kept_newer:
+                print(f"{src}: {report.kept_newer} row(s) not taken: the cache's row for the key was measured "
+                      f"later (the imported rows are kept in {store.path(arch)}.rejected)", file=sys.stderr)
+            merged += len(rows)
     tuning.reload()
-    return 0 if total or not args.files else 1
+    return 1 if refused or not merged else 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="tuning cache folder (default: HIPBMM_TUNING_CACHE)")
-    p.add_argument("--device", default=None, help="device (default: cuda if present, else cpu)")
+    p.add_argument("--device", type=device_arg, default=None, help="device (default: cuda if present, else cpu)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -372,11 +458,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_file", nargs="?", const="", default=None, metavar="FILE",
                    help="tune the shapes recorded with HIPBMM_TUNING_RECORD=1 (default FILE: this device's "
                         "untuned-<arch>.csv in the cache folder)")
-    p.add_argument("--backend", default=None, help="backend to tune (default: HIPBMM_BACKEND / auto)")
-    p.add_argument("--bias", default="none", help="bias dtype for --shapes: none, bfloat16 or float32")
-    p.add_argument("--fp8", default=None, help="fp8 flavour for --shapes (default: the device's)")
+    p.add_argument("--backend", type=backend_arg, default=None, help="backend to tune (default: HIPBMM_BACKEND / auto)")
+    p.add_argument("--bias", type=_bias_type, default=None, help="bias dtype for --shapes: none (default), bfloat16 or float32")
+    p.add_argument("--fp8", type=_fp8_type, default=None,
+                   help="fp8 flavour for --shapes: float8_e4m3fn or float8_e4m3fnuz (default: the device's)")
     p.add_argument("--force", action="store_true", help="re-tune shapes that are already cached")
-    p.add_argument("--max-candidates", type=int, default=None, metavar="N",
+    p.add_argument("--max-candidates", type=_count, default=None, metavar="N",
                    help="time at most N candidates per shape (evenly spaced over the backend's space) plus the default")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _common(p)
@@ -389,10 +476,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     _common(s)
     s.set_defaults(func=_cmd_show)
-    cl = csub.add_parser("clear", help="delete tuning files (or only rows from other library versions)")
+    cl = csub.add_parser("clear", help="empty the tuning files under the writers' lock (or drop only rows from other library versions)")
     cl.add_argument("--arch", default=None, help="only this architecture's file (e.g. gfx942, sm_90)")
     cl.add_argument("--stale", action="store_true", help="keep the file, drop rows from other library versions")
-    cl.add_argument("--untuned", action="store_true", help="also delete recorded untuned-shape files")
+    cl.add_argument("--untuned", action="store_true", help="also empty the recorded untuned-shape files")
     _common(cl)
     cl.set_defaults(func=_cmd_clear)
     e = csub.add_parser("export", help="write a tuning file to ship with a deployment")
@@ -402,7 +489,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--current", action="store_true", help="only rows measured with this process's library versions")
     _common(e)
     e.set_defaults(func=_cmd_export)
-    i = csub.add_parser("import", help="merge exported tuning files into the cache (upsert by key)")
+    i = csub.add_parser("import", help="merge exported tuning files into the cache by key (the row measured last wins); "
+                                               "refuses configs the backend cannot launch (exit 1)")
     i.add_argument("files", nargs="+", help="tuning CSV files")
     _common(i)
     i.set_defaults(func=_cmd_import)

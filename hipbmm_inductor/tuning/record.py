@@ -75,7 +75,7 @@ def append_untuned(path: str, shape: UntunedShape) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     line = io.StringIO()
     csv.writer(line, lineterminator="\n").writerow(shape.to_fields())
-    with file_lock(path):
+    with file_lock(os.path.realpath(path)):  # the lock `cache clear --untuned` takes, link or not
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         with open(path, "a", encoding="utf-8", newline="") as f:
             if new:

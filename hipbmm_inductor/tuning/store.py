@@ -12,30 +12,42 @@ Rules, each answering a weak point of aiter's ``hip_online_tuning_res.csv`` (SPE
 
 - Rows measured under other library versions stay in the file (a rollback finds them again) but
   are not used; the ``written_by`` header line says which versions wrote the file last.
-- Every write is read-merge-write under a file lock (``filelock``), into a temporary file in the
-  same folder, fsynced, then ``os.replace``d over the old one: readers see the old or the new
-  file, never half of one, and concurrent writers each keep the other's rows (upsert by key).
-- A damaged file (truncated, garbage rows, a wrong header) gives one warning per load; bad lines
-  are skipped, good rows kept, and the bad lines are appended to ``<file>.rejected`` before the
-  next rewrite so that nothing in the file is ever silently dropped.
+- Every write is read-merge-write under one file lock (``<file>.lock``, via ``filelock``), taken by
+  tuning processes, ``cache import`` and ``cache clear`` alike, into a temporary file in the same
+  folder, fsynced, then ``os.replace``d over the old one: readers see the old or the new file, never
+  half of one, and concurrent writers each keep the other's rows. The lock file is never deleted
+  (a process waiting on it would otherwise lock a file nobody else sees).
+- Writes follow a symlinked cache file (the link stays a link) and keep the file's mode and, where
+  allowed, its owner; a new file gets the process's umask, as any other file would.
+- Two rows with the same key: the one measured last (``measured_at``) wins, the later one in the
+  file or the one being written on a tie. Every row this drops, and every line that cannot be read,
+  is appended, with a ``#`` comment saying why, to ``<file>.rejected`` on the next rewrite: nothing
+  in the file is ever silently dropped. A damaged file gives one warning per load.
+- ``cache clear`` empties a file and marks it ``# cleared_at=<time>``: rows measured before that
+  time, held in memory by a process that was running, are not written back (they go to
+  ``.rejected``).
 - A folder that cannot be written gives one warning and the process keeps its results in memory;
-  rows that could not be written are retried on the next write.
+  rows that could not be written are retried on every later write, until one succeeds.
+- A temporary file left by a killed writer is deleted by the next write of the same file.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import glob
 import io
 import json
 import logging
 import math
 import os
-import tempfile
+import secrets
+import socket
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .key import safe_arch
 
@@ -46,8 +58,10 @@ __all__ = [
     "read_rows",
     "Store",
     "file_lock",
+    "write_atomically",
     "canonical_config",
     "now_utc",
+    "newer",
 ]
 
 log = logging.getLogger("hipbmm_inductor")
@@ -139,11 +153,22 @@ class Row:
         )
 
 
+def newer(a: Row, b: Row) -> bool:
+    """The duplicate rule: whether ``a`` replaces ``b`` (same key): measured later, or at the same
+    second (``a`` is then the later one in the file, or the one being written)."""
+    return a.measured_at >= b.measured_at
+
+
 @dataclass
 class LoadResult:
-    rows: list[Row] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)  # one per key (the duplicate rule applied)
     bad_lines: list[str] = field(default_factory=list)  # raw text of every line that did not parse
+    duplicates: list[tuple[str, Row]] = field(default_factory=list)  # (raw line dropped, the row kept)
     problems: list[str] = field(default_factory=list)  # one phrase per kind of damage
+    cleared_at: str = ""  # the "# cleared_at=" mark of `cache clear`, if any
+
+
+_CLEARED = "# cleared_at="
 
 
 def read_rows(path: str) -> LoadResult:
@@ -167,28 +192,47 @@ def read_rows(path: str) -> LoadResult:
     # split("\n"), not splitlines(): the latter also breaks at \x1c-\x1e, \x85 and \u2028, which
     # may appear inside a quoted device name or config (found by test_rows_round_trip).
     lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    for ln in lines:
+        if ln.startswith(_CLEARED):
+            result.cleared_at = max(result.cleared_at, ln[len(_CLEARED):].strip())
     lines = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
     if lines and lines[0].strip() == HEADER:
         lines = lines[1:]
     elif lines:
         result.problems.append("a missing or unexpected column header")
+    by_key: dict[tuple, tuple[Row, str]] = {}
     for line in lines:
         try:
             records = list(csv.reader([line]))
             if len(records) != 1:
                 raise ValueError("not one CSV record")
-            result.rows.append(Row.from_fields(records[0]))
+            row = Row.from_fields(records[0])
         except (ValueError, csv.Error) as e:  # json.JSONDecodeError is a ValueError
             result.bad_lines.append(line)
             if "garbage rows" not in result.problems:
                 result.problems.append("garbage rows")
             log.debug("tuning cache %s: skipped line %r (%s)", path, line[:120], e)
+            continue
+        seen = by_key.get(row.key())
+        if seen is None:
+            by_key[row.key()] = (row, line)
+        elif newer(row, seen[0]):
+            result.duplicates.append((seen[1], row))
+            by_key[row.key()] = (row, line)
+        else:
+            result.duplicates.append((line, seen[0]))
+    if result.duplicates:
+        result.problems.append(f"{len(result.duplicates)} duplicated key(s) (the row measured last is kept)")
+    result.rows = [row for row, _ in by_key.values()]
     return result
 
 
-def render(rows: Iterable[Row], arch: str, written_by: str) -> str:
+def render(rows: Iterable[Row], arch: str, written_by: str, cleared_at: str = "") -> str:
     out = io.StringIO()
-    out.write(f"{FORMAT_LINE}\n# arch={arch}\n# written_by={written_by}\n{HEADER}\n")
+    out.write(f"{FORMAT_LINE}\n# arch={arch}\n# written_by={written_by}\n")
+    if cleared_at:
+        out.write(f"{_CLEARED}{cleared_at}\n")
+    out.write(f"{HEADER}\n")
     writer = csv.writer(out, lineterminator="\n")
     for row in sorted(rows, key=lambda r: tuple(str(x) for x in r.key())):
         writer.writerow(row.to_fields())
@@ -208,31 +252,114 @@ def _warn_filelock_missing_once() -> None:
         )
 
 
+def _umask() -> int:
+    """The process's umask (only filelock releases before 4 need it, to create the lock file)."""
+    try:  # Linux: readable without changing it
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:  # os.umask sets as it reads: put it straight back
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_umask_lock = threading.Lock()
+
+
 @contextmanager
-def file_lock(path: str, timeout: float = 60.0) -> Iterator[None]:
-    """Exclusive lock on ``path`` across processes (``<path>.lock``), via the filelock package."""
+def file_lock(path: str, timeout: float = 60.0) -> Iterator[bool]:
+    """Exclusive lock on ``path`` across processes (``<path>.lock``, never deleted), via the filelock
+    package; yields ``False`` when filelock is missing and nothing is locked."""
     try:
         import filelock
     except ImportError:
         _warn_filelock_missing_once()
-        yield
+        yield False
         return
     # NOTE: filelock's FileLock is fcntl/msvcrt-based on local disks and degrades to a soft
     # (lock-file existence) lock on file systems without fcntl; both are released by the OS or
-    # by the timeout if a holder crashes.
-    with filelock.FileLock(path + ".lock", timeout=timeout):
-        yield
+    # by the timeout if a holder crashes. filelock >= 4 creates the lock file under the umask when
+    # no mode is given; earlier releases chmod it to their default 0o644, which locks out the
+    # other users of a shared folder, so those get the umask's mode explicitly.
+    kwargs = {}
+    if int(filelock.__version__.split(".")[0]) < 4:
+        kwargs["mode"] = (0o666 & ~_umask()) | 0o600
+    with filelock.FileLock(path + ".lock", timeout=timeout, **kwargs):
+        yield True
 
 
-def _write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:64] or "host"
+
+
+def _tmp_path(real: str) -> str:
+    # Host and pid in the name: a writer without the lock (an export) can tell a dead writer's
+    # leftover from a live one's file.
+    return f"{real}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def _remove_orphans(real: str, locked: bool) -> None:
+    """Delete temporary files of ``real`` left by killed writers.
+
+    Under the file's lock no other writer of it is mid-write, so every one is an orphan; without
+    the lock (exports, no filelock) only those of dead processes on this host are.
+    """
+    for tmp in glob.glob(glob.escape(real) + ".*.tmp"):
+        if not locked:
+            parts = tmp[len(real) + 1:].split(".")
+            if len(parts) != 4 or parts[0] != _HOST or not parts[1].isdigit() or _alive(int(parts[1])):
+                continue
+        try:
+            os.unlink(tmp)
+            log.info("hipbmm_inductor tuning: removed %s, left by a writer that did not finish", tmp)
+        except OSError:
+            pass
+
+
+def write_atomically(path: str, text: str, locked: bool = False) -> None:
+    """Replace ``path``'s contents with ``text``: all of it or nothing, even on a full disk or a crash.
+
+    A symlink is followed (the target is replaced, the link kept). An existing file keeps its mode
+    (and owner, where allowed); a new one gets the umask's. ``locked``: the caller holds
+    ``file_lock(path)``, so any temporary file of ``path`` is an orphan and is deleted.
+    """
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real) or "."
+    _remove_orphans(real, locked)
+    try:
+        old = os.stat(real)
+    except FileNotFoundError:
+        old = None
+    tmp = _tmp_path(real)
+    # 0o666 through os.open: the kernel applies the umask (and a folder's default ACL), as for
+    # any file the user creates. (tempfile.mkstemp would make it 0o600.)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            if old is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    try:  # root (or a member of the group) can keep the owner; others cannot
+                        os.fchown(f.fileno(), old.st_uid, old.st_gid)
+                    except OSError:
+                        pass
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, real)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -249,6 +376,18 @@ def _write_atomically(path: str, text: str) -> None:
         pass
 
 
+@dataclass
+class WriteReport:
+    """What one locked rewrite did (``Store.upsert``, ``merge``, ``rewrite``, ``clear``)."""
+
+    written: bool = False
+    rows: int = 0  # rows in the file afterwards
+    added: int = 0  # keys that were not in the file
+    replaced: int = 0  # rows of the file replaced by newer ones
+    kept_newer: int = 0  # incoming rows dropped: the file's row for the key was measured later
+    dropped: int = 0  # rows removed by a filter (clear --stale, clear, the cleared_at mark)
+
+
 class Store:
     """The tuning files of one cache folder, with one-warning fault handling.
 
@@ -258,6 +397,8 @@ class Store:
 
     def __init__(self, folder: str):
         self.folder = os.path.abspath(os.path.expanduser(folder))
+        # True while this process's last write failed: its rows are then in memory only, and
+        # every later write tries to bring them to disk again.
         self.memory_only = False
         self._pending: dict[str, dict[tuple, Row]] = {}  # arch -> rows not yet on disk
         self._warned: set[tuple[str, str]] = set()
@@ -276,7 +417,7 @@ class Store:
             self._warn_once(
                 "damaged", path,
                 "hipbmm_inductor tuning cache %s has %s: skipped %d unreadable line(s), kept %d row(s); "
-                "the unreadable lines are kept in %s.rejected on the next write",
+                "the lines not kept are moved to %s.rejected on the next write",
                 path, ", ".join(loaded.problems), len(loaded.bad_lines), len(loaded.rows), path,
             )
 
@@ -291,48 +432,146 @@ class Store:
             loaded = LoadResult()
         self._report(path, loaded)
         rows = {r.key(): r for r in loaded.rows}
-        rows.update(self._pending.get(arch, {}))
+        for key, row in self._pending.get(arch, {}).items():
+            if key not in rows or newer(row, rows[key]):
+                rows[key] = row
         return list(rows.values())
 
+    # -- writes: one locked read-modify-write ----------------------------------------------
+    def _rewrite(self, arch: str, written_by: str,
+                 change: Callable[[LoadResult, WriteReport, list[tuple[str, str]]], dict[tuple, Row]]) -> WriteReport:
+        """Under the file lock: read ``arch``'s file, let ``change`` compute the new rows, log what
+        leaves the file in ``.rejected``, write. Raises on failure."""
+        path = self.path(arch)
+        report = WriteReport()
+        os.makedirs(self.folder, exist_ok=True)
+        real = os.path.realpath(path)
+        with file_lock(real) as locked:
+            loaded = read_rows(real)
+            self._report(path, loaded)
+            removed: list[tuple[str, str]] = [(line, "unreadable line") for line in loaded.bad_lines]
+            removed += [(line, f"duplicate key: kept the row measured at {kept.measured_at}")
+                        for line, kept in loaded.duplicates]
+            rows = change(loaded, report, removed)
+            if removed:
+                stamp = now_utc()
+                with open(real + ".rejected", "a", encoding="utf-8", newline="") as f:
+                    f.write("".join(f"# {stamp} {why}\n{line}\n" for line, why in removed))
+                    f.flush()
+                    os.fsync(f.fileno())
+            write_atomically(real, render(rows.values(), arch, written_by, loaded.cleared_at), locked=locked)
+            report.rows = len(rows)
+        report.written = True
+        return report
+
+    @staticmethod
+    def _merge(rows: dict[tuple, Row], incoming: Iterable[Row], report: WriteReport,
+               removed: list[tuple[str, str]], source: str) -> None:
+        for row in incoming:
+            old = rows.get(row.key())
+            if old == row:
+                continue  # the same row again (a retried write that had reached the disk)
+            if old is None:
+                report.added += 1
+            elif newer(row, old):
+                report.replaced += 1
+                removed.append((_line(old), f"replaced by a row measured at {row.measured_at} ({source})"))
+            else:
+                report.kept_newer += 1
+                removed.append((_line(row), f"not written ({source}): the file's row was measured later, at "
+                                            f"{old.measured_at}"))
+                continue
+            rows[row.key()] = row
+
     def upsert(self, arch: str, new_rows: Iterable[Row], written_by: str) -> bool:
-        """Insert or replace rows (by key) in ``arch``'s file; ``False`` if they stay in memory only."""
+        """Insert or replace rows (by key, the duplicate rule) in ``arch``'s file, with every row
+        an earlier write could not store; ``False`` if they stay in memory only (retried later)."""
         with self._lock:
             pending = self._pending.setdefault(arch, {})
             for row in new_rows:
-                pending[row.key()] = row
-            if self.memory_only:
-                return False
-            path = self.path(arch)
+                if row.key() not in pending or newer(row, pending[row.key()]):
+                    pending[row.key()] = row
+
+            def change(loaded: LoadResult, report: WriteReport, removed: list) -> dict:
+                rows = {r.key(): r for r in loaded.rows}
+                incoming = []
+                for row in pending.values():
+                    if loaded.cleared_at and row.measured_at < loaded.cleared_at:
+                        report.dropped += 1  # measured before a `cache clear`: do not undo it
+                        removed.append((_line(row), f"not written: measured before the cache was cleared "
+                                                    f"at {loaded.cleared_at}"))
+                    else:
+                        incoming.append(row)
+                self._merge(rows, incoming, report, removed, "a tuning process")
+                return rows
+
             try:
-                os.makedirs(self.folder, exist_ok=True)
-                with file_lock(path):
-                    loaded = read_rows(path)
-                    self._report(path, loaded)
-                    if loaded.bad_lines:
-                        with open(path + ".rejected", "a", encoding="utf-8") as f:
-                            f.write("".join(line + "\n" for line in loaded.bad_lines))
-                    merged = {r.key(): r for r in loaded.rows}
-                    merged.update(pending)
-                    _write_atomically(path, render(merged.values(), arch, written_by))
-            except Exception as e:  # OSError, filelock.Timeout: keep going in memory
+                self._rewrite(arch, written_by, change)
+            except Exception as e:  # OSError, filelock.Timeout: keep going in memory, retry later
                 self.memory_only = True
                 self._warn_once(
                     "unwritable", self.folder,
                     "hipbmm_inductor tuning cache folder %s cannot be written (%s: %s); tuned results "
-                    "are kept in memory for this process only (set HIPBMM_TUNING_CACHE to a writable folder)",
+                    "are kept in memory and written by the next write that succeeds (set "
+                    "HIPBMM_TUNING_CACHE to a writable folder)",
                     self.folder, type(e).__name__, e,
                 )
                 return False
+            if self.memory_only:
+                log.warning("hipbmm_inductor tuning cache folder %s is writable again: wrote the %d row(s) "
+                            "kept in memory", self.folder, len(pending))
+                self.memory_only = False
+                self._warned.discard(("unwritable", self.folder))  # a new failure warns again
             pending.clear()
             return True
 
-    def replace_all(self, arch: str, rows: Iterable[Row], written_by: str) -> None:
-        """Rewrite ``arch``'s file with exactly ``rows`` (``cache clear --stale``); raises on failure."""
-        path = self.path(arch)
-        os.makedirs(self.folder, exist_ok=True)
-        with self._lock, file_lock(path):
-            _write_atomically(path, render(rows, arch, written_by))
+    def merge(self, arch: str, rows: Iterable[Row], written_by: str, source: str) -> WriteReport:
+        """``cache import``: merge ``rows`` by the duplicate rule; raises if the file cannot be written."""
+        rows = list(rows)
+
+        def change(loaded: LoadResult, report: WriteReport, removed: list) -> dict:
+            current = {r.key(): r for r in loaded.rows}
+            self._merge(current, rows, report, removed, source)
+            return current
+
+        with self._lock:
+            return self._rewrite(arch, written_by, change)
+
+    def rewrite(self, arch: str, keep: Callable[[Row], bool], written_by: str, why: str) -> WriteReport:
+        """Keep only the rows ``keep`` accepts (``cache clear --stale``); the others go to ``.rejected``."""
+
+        def change(loaded: LoadResult, report: WriteReport, removed: list) -> dict:
+            rows = {}
+            for r in loaded.rows:
+                if keep(r):
+                    rows[r.key()] = r
+                else:
+                    report.dropped += 1
+            return rows
+
+        with self._lock:
+            return self._rewrite(arch, written_by, change)
+
+    def clear(self, arch: str, written_by: str) -> WriteReport:
+        """``cache clear``: empty ``arch``'s file under the writers' lock and mark it ``cleared_at``.
+
+        The file stays (empty but for its header and the mark) so that a process that was running
+        does not write rows it measured before the clear back into it.
+        """
+        stamp = now_utc()
+
+        def change(loaded: LoadResult, report: WriteReport, removed: list) -> dict:
+            report.dropped = len(loaded.rows)
+            loaded.cleared_at = stamp
+            # Rows this process could not write yet are cleared too, but recorded.
+            removed.extend((_line(r), "cleared before it reached the file")
+                           for r in self._pending.get(arch, {}).values())
+            return {}
+
+        with self._lock:
+            report = self._rewrite(arch, written_by, change)
             self._pending.pop(arch, None)
+            return report
 
     def files(self) -> list[tuple[str, str]]:
         """``(arch, path)`` of every tuning file in the folder."""
@@ -346,3 +585,8 @@ class Store:
                 out.append((name[len("tuning-"):-len(".csv")], os.path.join(self.folder, name)))
         return out
 
+
+def _line(row: Row) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row.to_fields())
+    return out.getvalue()

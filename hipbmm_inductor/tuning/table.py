@@ -19,6 +19,7 @@ import torch
 from hipbmm_inductor import envs
 
 from . import bench
+from .check import config_problem
 from .key import DeviceInfo, device_info, dtype_name, parse_dtype
 from .record import append_untuned, make_untuned, untuned_path
 from .store import Row, Store, canonical_config, now_utc
@@ -58,6 +59,7 @@ class Tuner:
         self._failed: set[tuple] = set()
         self._lock = threading.RLock()
         self._record_warned = False
+        self._rejected_rows: set[tuple] = set()  # (key, config) of cached rows already reported unusable
 
     # -- lookups --------------------------------------------------------------------------
     def table(self, device: torch.device) -> dict[tuple, dict]:
@@ -71,6 +73,7 @@ class Tuner:
 
     def _load(self, info: DeviceInfo) -> dict[tuple, dict]:
         table: dict[tuple, dict] = {}
+        rejected = []
         for row in self.store.load(info.arch):
             if (row.arch, row.device_name, row.versions) != (info.arch, info.name, info.versions):
                 continue  # kept in the file, not used here
@@ -79,8 +82,23 @@ class Tuner:
                           parse_dtype(row.bias)]
             except ValueError:
                 continue  # a dtype this torch does not have: the row cannot match any call here
+            # Checked once per load, never per call: a config the backend cannot launch (edited by
+            # hand, or from a kernel whose rules changed) is skipped and the heuristic runs.
+            problem, _ = config_problem(row)
+            if problem is not None:
+                rejected.append((row, problem))
+                continue
             key = (row.backend, row.extra, *dtypes, row.n, row.k, row.m_bucket)
             table[key] = row.config_dict()
+        new = [(row, problem) for row, problem in rejected if (row.key(), row.config) not in self._rejected_rows]
+        if new:
+            self._rejected_rows.update((row.key(), row.config) for row, _ in new)
+            row, problem = new[0]
+            log.warning(
+                "hipbmm_inductor tuning cache %s: ignoring %d cached config(s) their backend cannot launch; "
+                "those shapes run the backend's heuristic (first: %s N=%d K=%d M<=%d %s: %s)",
+                self.store.path(info.arch), len(new), row.backend, row.n, row.k, row.m_bucket, row.config, problem,
+            )
         log.debug("hipbmm_inductor tuning: %d cached config(s) for %s (%s)", len(table), info.name, info.arch)
         return table
 
@@ -104,8 +122,11 @@ class Tuner:
         if mode != "online":
             self.counters["misses"] += 1
             if key not in self._seen:
+                # Read before the key is marked seen: a bad HIPBMM_TUNING_RECORD raises on every
+                # call of the shape, not only on the first.
+                record = envs.HIPBMM_TUNING_RECORD
                 self._seen.add(key)
-                if envs.HIPBMM_TUNING_RECORD:
+                if record:
                     self._record(key, A, "untuned in cache mode")
             return default, True
         return self._tune(key, table, A, B, scale_a, scale_b, bias, out_dtype, default, candidates, run)

@@ -73,7 +73,8 @@ def test_export_import_round_trip(tuning_env, tmp_path, capsys):
     shipped = tmp_path / "ship.csv"
     assert cli.main(["cache", "export", str(shipped)]) == 0
     assert cli.main(["cache", "clear"]) == 0
-    assert not Store(str(tuning_env)).files()
+    cleared = read_rows(Store(str(tuning_env)).path("cpu"))
+    assert cleared.rows == [] and cleared.cleared_at  # emptied and marked, not deleted
     tuning.set_mode("cache")
     assert fakes.choose(*fakes.inputs(M=8)) is fakes.DEFAULT
     assert cli.main(["cache", "import", str(shipped)]) == 0
@@ -87,8 +88,8 @@ def test_import_merges_and_skips_bad_lines(tuning_env, tmp_path, capsys):
     assert cli.main(["cache", "export", str(other)]) == 0
     text = other.read_text().replace(",64,64,8,", ",256,64,8,") + "junk row\n"
     other.write_text(text)
-    assert cli.main(["cache", "import", str(other)]) == 0
-    assert "skipped 1 unreadable line" in capsys.readouterr().err
+    assert cli.main(["cache", "import", str(other)]) == 1  # a line was refused: not a clean import
+    assert "refused 1 unreadable line" in capsys.readouterr().err
     assert {r.n for r in read_rows(Store(str(tuning_env)).path("cpu")).rows} == {64, 256}
 
 

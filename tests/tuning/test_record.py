@@ -64,3 +64,14 @@ def test_tune_from_default_file_of_this_device(tuning_env, capsys):
 def test_tune_from_missing_file_is_clear(tuning_env, capsys):
     assert cli.main(["tune", "--from", str(tuning_env / "nope.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_record_value_raises_on_every_call(tuning_env, monkeypatch):
+    # It used to raise on the first call of a shape only, then run silently.
+    monkeypatch.setenv("HIPBMM_TUNING_RECORD", "maybe")
+    for _ in range(3):
+        with pytest.raises(ValueError, match=r"HIPBMM_TUNING_RECORD='maybe': expected one of 1/0, true/false"):
+            fakes.choose(*fakes.inputs(M=5))
+    monkeypatch.setenv("HIPBMM_TUNING_RECORD", "1")
+    fakes.choose(*fakes.inputs(M=5))  # a good value afterwards: recorded, as for any first miss
+    assert tuning.counters()["recorded"] == 1
