@@ -21,7 +21,8 @@ import torch._inductor.config as inductor_config
 
 import hipbmm_inductor
 from hipbmm_inductor import lowering
-from hipbmm_inductor.demo import FP8MLP, _positive
+from hipbmm_inductor.cli import positive_int
+from hipbmm_inductor.demo import FP8MLP
 from hipbmm_inductor.timing import capture_graph
 
 
@@ -51,10 +52,10 @@ def _profile(fn, x, replays: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--tokens", type=_positive, default=16)
-    p.add_argument("--hidden", type=_positive, default=4096)
-    p.add_argument("--intermediate", type=_positive, default=14336)
-    p.add_argument("--replays", type=_positive, default=50)
+    p.add_argument("--tokens", type=positive_int, default=16)
+    p.add_argument("--hidden", type=positive_int, default=4096)
+    p.add_argument("--intermediate", type=positive_int, default=14336)
+    p.add_argument("--replays", type=positive_int, default=50)
     p.add_argument("--out", default="profile_demo.json")
     args = p.parse_args()
     dev = torch.device("cuda")
