@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Optional, Protocol
@@ -113,6 +114,10 @@ def availability(name: str, device: torch.device) -> Availability:
         return Availability(False, f"no backend named {name!r} is registered")
     try:
         return backend.availability(torch.device(device))
+    except ValueError:
+        if envs.problems():  # a bad setting is the user's to fix, not a reason to pass a backend over
+            raise
+        return Availability(False, f"availability probe raised {sys.exc_info()[0].__name__}: {sys.exc_info()[1]}")
     except Exception as e:
         return Availability(False, f"availability probe raised {type(e).__name__}: {e}")
 

@@ -124,3 +124,26 @@ def test_auto_order_per_platform(monkeypatch):
     assert registry.auto_order(torch.device("cuda", 0)) == ["triton", "reference"]
     monkeypatch.setattr(torch.version, "hip", "6.4")
     assert registry.auto_order(torch.device("cuda", 0)) == ["aiter", "triton", "reference"]
+
+
+def test_a_bad_setting_read_by_a_probe_is_raised_not_passed_over(monkeypatch):
+    """Under ``auto`` a probe that fails on a bad environment value must not quietly demote the
+    backend: the user gets the variable's error (envs' one rule)."""
+    class Probe:
+        name = "probe-reads-env"
+
+        def availability(self, device):
+            return registry.Availability(bool(envs.HIPBMM_USE_AITER))
+
+        def is_fast(self, device):
+            return False
+
+        def run(self, *args):
+            raise AssertionError("not called")
+
+    monkeypatch.setitem(registry._backends, Probe.name, Probe())  # gone again after the test
+    monkeypatch.setenv("HIPBMM_USE_AITER", "maybe")
+    with pytest.raises(ValueError, match="HIPBMM_USE_AITER='maybe'"):
+        registry.availability("probe-reads-env", torch.device("cpu"))
+    monkeypatch.setenv("HIPBMM_USE_AITER", "1")
+    assert registry.availability("probe-reads-env", torch.device("cpu"))
