@@ -43,6 +43,8 @@ class Status:
     tuning_cache: str
     triton_accumulation: str
     backends: list[BackendStatus] = field(default_factory=list)
+    # What the compiler pass does under HIPBMM_BACKEND=auto on this device, in one line.
+    auto_rewrites: str = ""
     # Every environment variable (or Python override) whose value breaks its rule, one message
     # each; `info` exits non-zero when there is any.
     config_errors: list[str] = field(default_factory=list)
@@ -67,6 +69,8 @@ class Status:
             f"tuning:   {self.tuning_mode} (cache folder {self.tuning_cache})",
             f"triton:   {self.triton_accumulation} accumulation (HIPBMM_TRITON_ACCUMULATION)",
         ]
+        if self.auto_rewrites:
+            lines.append(f"auto:     {self.auto_rewrites}")
         for e in self.config_errors:
             lines.append(f"invalid:  {e}")
         lines.append("backends:")
@@ -116,6 +120,26 @@ def _arch(device: torch.device) -> Optional[str]:
     return f"sm_{props.major}{props.minor}"
 
 
+def _auto_rewrites(device: torch.device, rows: list[BackendStatus]) -> str:
+    """What ``auto`` does with FP8 linears here: the first usable backend of the device's
+    preference list says (``describe_routing``), or a fast one rewrites every match."""
+    for name in registry.auto_order(device):
+        row = next((r for r in rows if r.name == name), None)
+        if row is None or not row.usable:
+            continue
+        backend = registry.get_backend(name)
+        describe = getattr(backend, "describe_routing", None)
+        if describe is not None:
+            text = _guarded(describe, device)
+            if text != _INVALID:
+                return f"{name}: {text}"
+        if row.fast:
+            return f"{name}: auto rewrites every eligible FP8 linear (the {name} backend beats the vendor GEMM here)"
+        return (f"{name}: auto keeps the vendor GEMM (no rewrite); name a backend (HIPBMM_BACKEND={name}) "
+                f"to rewrite anyway")
+    return "no usable backend: auto rewrites nothing"
+
+
 def status(device: Optional[torch.device | str] = None) -> Status:
     """Report platform, the configured and chosen backend, and each backend's usability."""
     from . import __version__
@@ -126,9 +150,12 @@ def status(device: Optional[torch.device | str] = None) -> Status:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     rows = []
     for b in registry.backend_names():
-        av = registry.availability(b, device)
+        try:
+            av = registry.availability(b, device)
+        except ValueError:  # a bad setting read by the probe: reported in config_errors
+            av = registry.Availability(False, "not probed: a setting it reads is invalid (see 'invalid:')")
         backend = registry.get_backend(b)
-        fast = bool(av) and backend is not None and bool(backend.is_fast(device))
+        fast = bool(av) and backend is not None and bool(_guarded(backend.is_fast, device) is True)
         rows.append(BackendStatus(b, av.ok, av.reason, fast))
     tuning_mode = _guarded(tuning.get_mode)
     chosen, err = None, None
@@ -141,6 +168,7 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         err = str(e)
         config_errors.append(err)
     return Status(
+        auto_rewrites=_auto_rewrites(device, rows),
         version=__version__,
         python=platform.python_version(),
         torch=torch.__version__,
