@@ -37,13 +37,6 @@ __all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE"]
 DESCRIPTOR_CACHE_SIZE = 64
 
 
-def _template(shape: tuple, device: torch.device) -> torch.Tensor:
-    """A 2-byte bf16 tensor expanded to ``shape``: ``torch.empty_like`` of it is a fresh contiguous
-    ``shape`` tensor and takes ~40% less host time than ``torch.empty(shape, dtype=, device=)``
-    (no keyword parsing; ``benchmarks/results/h200/host_cost.json``, breakdown)."""
-    return torch.empty((1, 1), dtype=torch.bfloat16, device=device).expand(shape)
-
-
 def _put(cache: dict, key: int, value: tuple) -> tuple:
     if len(cache) >= DESCRIPTOR_CACHE_SIZE:
         cache.clear()
@@ -64,7 +57,7 @@ def _mask(*ptrs: int) -> int:
 class _Plan:
     """What both kernels' plans share: the relaunchers per alignment mask and the fallback counts."""
 
-    __slots__ = ("config", "prepared", "fast", "_masked", "_like", "_shape", "through_triton", "_index", "_grid")
+    __slots__ = ("config", "prepared", "fast", "_masked", "_device", "_shape", "through_triton", "_index", "_grid")
 
     def __init__(self, config: dict, prepared, device: torch.device) -> None:
         self.config = config
@@ -72,7 +65,10 @@ class _Plan:
         self.fast = None  # the relauncher for calls whose pointers are all aligned (the usual case)
         self._masked: dict = {}  # mask -> relauncher (or None: cannot be relaunched) for the others
         self._shape = (prepared.M, prepared.N)
-        self._like = _template(self._shape, device)  # plans are per device
+        # NOTE: a plan holds no tensor. One allocated while cudagraph trees warm up or record
+        # would sit in their private memory pool for good, which they refuse ("live storage
+        # ... not accounted for"), so the output is allocated plainly on every call.
+        self._device = device
         self._index = device.index if device.index is not None else 0
         self._grid = prepared.grid
         self.through_triton: Counter = Counter()  # why calls went through Triton's binder
@@ -121,7 +117,7 @@ class HopperPlan(_Plan):
             return portable.launch(portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K,
                                                              self._fast_accum),
                                    A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum)
-        out = torch.empty_like(self._like)
+        out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
         if not (s1 | s2 | b) & 15:
             aligned, mask, fast = True, 0, self.fast
             if fast is not None:
@@ -174,7 +170,7 @@ class PortablePlan(_Plan):
             self.through_triton["A not 16-byte aligned (no TMA)"] += 1
             return portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
                                    fast_accum=not p.constexprs[9])
-        out = torch.empty_like(self._like)
+        out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
         ws = None if p.split_k == 1 else torch.empty(self._ws_shape, dtype=torch.float32, device=A.device)
         c = out.data_ptr()
         target = c if ws is None else ws.data_ptr()
