@@ -26,7 +26,7 @@ def test_demo_cli_reports_rewrites_folding_and_error():
     # backend and CPU _scaled_mm both accumulate in fp32 and round once to bf16, so the two
     # compiled models differ by at most one bf16 rounding of the output, 2^-8 of |out| <= 8 here.
     assert abs(err - without) <= 2**-8 * 8, out
-    assert re.search(r"latency \(median of 2\): eager [\d.]+ ms, compiled [\d.]+ ms", out), out
+    assert "speed: not measured here" in out and "latency" not in out, out  # no CPU timing claims
 
 
 def test_demo_backend_and_sizes_per_device():
@@ -37,7 +37,7 @@ def test_demo_backend_and_sizes_per_device():
     from hipbmm_inductor.demo import demo_backend, demo_sizes
 
     assert demo_backend(torch.device("cpu"), None) == "reference"
-    assert demo_backend(torch.device("cuda"), None) == "triton"
+    assert demo_backend(torch.device("cuda"), None) is None  # auto: what an unmodified deployment runs
     assert demo_backend(torch.device("cuda"), "6.4.0") is None
     assert demo_backend(torch.device("meta"), None) is None  # neither: auto decides (and explains)
     # Sizes not given take the device's defaults, given ones are kept: small on the CPU (an fp32
