@@ -412,3 +412,38 @@ def test_gpu_plans_built_under_cudagraph_trees():
     ref = hi.hipb_mm_fp8(*c.args) * 2
     assert all(torch.equal(o, ref) for o in outs)
     torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_device_guard_entered_when_inputs_are_not_on_the_current_device(monkeypatch):
+    """One GPU can still show the guard's logic: with the current device reported as another
+    index, the backend must enter a guard for the inputs' device (Triton compiles for, and
+    launches on the stream of, the current device), and the result stays right."""
+    from hipbmm_inductor.ops import triton_backend
+
+    be = _fresh_backend()
+    c = make_case(8, 1024, 1024, bias_dtype=None, device="cuda:0", seed=12)
+    ref = be.run(*c.args)
+    entered = []
+    real_guard = torch.cuda.device
+
+    class Recording:
+        def __init__(self, device):
+            entered.append(torch.device(device))
+            self._guard = real_guard(device)
+
+        def __enter__(self):
+            return self._guard.__enter__()
+
+        def __exit__(self, *exc):
+            return self._guard.__exit__(*exc)
+
+    monkeypatch.setattr(triton_backend, "_cuda_get_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "device", Recording)
+    out = be.run(*c.args)
+    assert entered == [torch.device("cuda:0")]
+    assert out.device == torch.device("cuda:0") and torch.equal(out, ref)
+    monkeypatch.setattr(triton_backend, "_cuda_get_device", lambda: 0)
+    be.run(*c.args)
+    assert len(entered) == 1, "a guard was entered although the inputs are on the current device"
