@@ -40,15 +40,16 @@ def _triton_on_cuda0():
 def test_inputs_on_cuda1_launch_on_cuda1s_current_stream():
     c = make_case(16, 2048, 1024, bias_dtype=torch.bfloat16, device="cuda:1", seed=1)
     side = torch.cuda.Stream(device="cuda:1")
+    before = torch.cuda.memory_allocated(0)
     with torch.cuda.stream(side):  # cuda:1's current stream is `side`; cuda:0 stays current
         assert torch.cuda.current_device() == 0
         outs = [hi.hipb_mm_fp8(*c.args) for _ in range(3)]
-    side.synchronize()
+        side.synchronize()  # a launch on another stream would race the check below
+    assert torch.cuda.memory_allocated(0) == before, "the calls allocated on cuda:0"
+    assert torch.cuda.current_device() == 0
     for o in outs:
         assert o.device == torch.device("cuda:1")
         assert_close_to_truth(o, c, "cuda:1 inputs, cuda:0 current, side stream")
-    # No context was created on the wrong device: nothing was allocated on cuda:0 by the calls.
-    assert torch.cuda.memory_allocated(0) == 0 or all(o.device.index == 1 for o in outs)
 
 
 def test_cuda_graph_captured_on_cuda1():
