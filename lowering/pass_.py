@@ -81,9 +81,12 @@ def _policy() -> list:
     for dev in devices:
         try:
             backend = registry.backend_for(torch.device(dev))
-            out.append((dev, backend.name, str(getattr(backend, "routing_version", "")),
-                        callable(getattr(backend, "is_fast_for", None)),
-                        explicit_backend() or bool(backend.is_fast(torch.device(dev)))))
+            if callable(getattr(backend, "is_fast_for", None)):
+                # Routed per shape: the rules' version stands for every answer they would give.
+                rule = ("per shape", str(getattr(backend, "routing_version", "")))
+            else:
+                rule = ("per device", str(getattr(backend, "routing_version", "")), bool(backend.is_fast(torch.device(dev))))
+            out.append((dev, backend.name, explicit_backend(), rule))
         except Exception as e:  # an unusable named backend or a bad setting: the pass skips or says so
             out.append((dev, f"unavailable: {type(e).__name__}: {e}"))
     return out
