@@ -199,3 +199,16 @@ def install() -> HipbmmLoweringPass:
     config.joint_custom_pre_pass = ours
     log.debug("hipbmm lowering: installed as joint_custom_pre_pass (wrapping %r)", current)
     return ours
+
+
+def _install_if_deferred() -> None:
+    from .hook import take_pending
+
+    if take_pending():
+        try:
+            install()
+        except Exception:  # never break an import
+            log.warning("hipbmm lowering: could not install the Inductor pass", exc_info=True)
+
+
+_install_if_deferred()
