@@ -146,7 +146,10 @@ def note_candidates_without_freezing(graph: torch.fx.Graph) -> None:
     reason = DISABLED if not enabled else NOT_FROZEN if not config.freezing else GRAD_ENABLED
     for form, _node in found:
         record_skip(form, reason)
-    (log.warning if enabled else log.debug)(
+    # Under vLLM weights are graph inputs by design (its plugin prepacks them at load time instead):
+    # nothing for the user to fix there, so no warning.
+    quiet = not enabled or "vllm" in sys.modules
+    (log.debug if quiet else log.warning)(
         "hipbmm lowering: %d FP8 GEMM(s) in this graph not rewritten: %s", len(found), reason)
 
 
