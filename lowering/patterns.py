@@ -582,8 +582,17 @@ def _scale_b(graph, created, s, n, factor):
     return s
 
 
-# Packed weights already inserted, per graph: a weight shared by several candidates is packed once.
-_packed: "weakref.WeakKeyDictionary[fx.Graph, dict]" = weakref.WeakKeyDictionary()
+# Packed weights already inserted into a graph, kept on the graph itself (a module-level map would
+# keep every graph, and through it the frozen weights, alive): a weight shared by several
+# candidates is packed once.
+_PACKED_ATTR = "_hipbmm_packed_weights"
+
+
+def _packed_cache(graph: fx.Graph) -> dict:
+    cache = graph.__dict__.get(_PACKED_ATTR)
+    if cache is None:
+        cache = graph.__dict__[_PACKED_ATTR] = {}
+    return cache
 
 
 def _weight_key(gm: fx.GraphModule, b: fx.Node):
@@ -599,8 +608,7 @@ def _packed_weight(graph: fx.Graph, gm, b: fx.Node, created: list) -> tuple[fx.N
     """``permute(shuffle_weight(permute(b)))``, inserted right after ``b`` (before every use), or
     the one already inserted for the same constant."""
     key = _weight_key(gm, b)
-    cache = _packed.setdefault(graph, {})
-    B = cache.get(key)
+    B = _packed_cache(graph).get(key)
     if B is not None and B.graph is graph and not getattr(B, "_erased", False):
         return B, None
     # b is the [K, N] view of the [N, K] checkpoint weight; every node of this chain has only
@@ -637,7 +645,7 @@ def rewrite(g: Gemm, graph: fx.Graph, gm: Optional[fx.GraphModule] = None) -> fx
                 graph.erase_node(node)
         raise
     if new_key is not None:
-        _packed[graph][new_key] = B
+        _packed_cache(graph)[new_key] = B
     # NOTE: copy 'val' and 'stack_trace' only. Copying the whole meta carries eager_input_vals of
     # the old node and lowering fails with a bare AssertionError in GraphLowering.call_function.
     if "stack_trace" in g.root.meta:
@@ -659,10 +667,6 @@ def _internal_error(form: str, node, e: BaseException) -> None:
     log.warning("hipbmm lowering: %s at %s: %s", form, getattr(node, "name", node), reason, exc_info=True)
 
 
-# Candidates extra_check accepted, handed to the handler the pattern matcher calls next.
-_accepted: "weakref.WeakKeyDictionary[fx.Node, Gemm]" = weakref.WeakKeyDictionary()
-
-
 @dataclass(frozen=True)
 class Form:
     name: str
@@ -676,17 +680,19 @@ class Form:
 
         return CallFunctionVarArgs(self.target)
 
-    def decide(self, node: fx.Node, gm: fx.GraphModule) -> Optional[Gemm]:
-        """Count the candidate and decide: the :class:`Gemm` to rewrite, or ``None``."""
+    def decide(self, node: fx.Node, gm: fx.GraphModule, count: bool = True) -> Optional[Gemm]:
+        """Decide (and, with ``count``, count a skip): the :class:`Gemm` to rewrite, or ``None``."""
+        record = record_skip if count else (lambda form, reason: None)
         try:
             found = self.structure(node)
         except Exception as e:  # noqa: BLE001 (the pass must never break a compile)
-            _internal_error(self.name, node, e)
+            if count:
+                _internal_error(self.name, node, e)
             return None
         if found is None:
             return None
         if not lowering_enabled():  # an invalid HIPBMM_LOWERING raises here, naming the variable
-            record_skip(self.name, DISABLED)
+            record(self.name, DISABLED)
             return None
         try:
             ctx = Context(gm, explicit_backend())
@@ -694,27 +700,30 @@ class Form:
         except LoweringSettingError:
             raise
         except Exception as e:  # noqa: BLE001
-            _internal_error(self.name, node, e)
+            if count:
+                _internal_error(self.name, node, e)
             return None
         if isinstance(g, str):
-            record_skip(self.name, g)
-            log.debug("hipbmm lowering: skipped %s at %s: %s", self.name, node.name, g)
+            record(self.name, g)
+            if count:
+                log.debug("hipbmm lowering: skipped %s at %s: %s", self.name, node.name, g)
             return None
         return g
 
     def extra_check(self, match) -> bool:
-        node = match.output_node()
-        g = self.decide(node, match.graph.owning_module)
-        if g is None:
-            return False
-        _accepted[node] = g
-        return True
+        return self.decide(match.output_node(), match.graph.owning_module) is not None
 
     def handler(self, match, *args, **kwargs) -> None:
+        # NOTE: decided again rather than handed over from extra_check: a module-level map from
+        # node to candidate would keep graphs (and their frozen weights) alive.
         node = match.output_node()
         try:
-            g = _accepted.pop(node)
+            g = self.decide(node, match.graph.owning_module, count=False)
+            if g is None:
+                raise RuntimeError("the candidate extra_check accepted no longer passes its checks")
             out = rewrite(g, match.graph, match.graph.owning_module)
+        except LoweringSettingError:
+            raise
         except Exception as e:  # noqa: BLE001 (rewrite() has already put the graph back)
             _internal_error(self.name, node, e)
             return
