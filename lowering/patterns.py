@@ -168,13 +168,13 @@ def _is_unit_constant(gm: fx.GraphModule, node) -> bool:
     """
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-    if isinstance(node, (int, float)):
-        return node == 1
-    if _is_call(node, aten.full.default):
-        return list(node.args[0]) in ([], [1], [1, 1]) and node.args[1] == 1
-    if _is_call(node, aten.ones.default):
-        return list(node.args[0]) in ([], [1], [1, 1])
     try:
+        if isinstance(node, (int, float)):
+            return node == 1
+        if _is_call(node, aten.full.default):
+            return list(node.args[0]) in ([], [1], [1, 1]) and node.args[1] == 1
+        if _is_call(node, aten.ones.default):
+            return list(node.args[0]) in ([], [1], [1, 1])
         t = _constant(gm, node)
         if t is None or t.numel() != 1:
             return False

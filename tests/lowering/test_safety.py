@@ -228,3 +228,25 @@ def test_shape_routing_is_asked_and_keys_the_cache(fresh, monkeypatch):
     routed.routing_version = "v-test-2"
     assert fingerprint() != before
     assert_close_to_eager(out, m(x))
+
+
+@pytest.mark.parametrize("value,expected", [(1.0, True), (0.5, False)])
+def test_unit_constant_is_read_outside_fake_mode(value, expected):
+    """The freezing passes run under a FakeTensorMode; reading a real constant's value there is
+    what FakeTensorMode refuses (the import once broke such models): the read must step out."""
+    import torch.fx as fx
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    root = nn.Module()
+    root.register_buffer("unit", torch.tensor([value]))
+    graph = fx.Graph()
+    node = graph.get_attr("unit")
+    graph.output(node)
+    gm = fx.GraphModule(root, graph)
+    mode = FakeTensorMode()
+    with mode:
+        assert patterns._is_unit_constant(gm, node) is expected
+        fake = mode.from_tensor(torch.ones(1))
+    gm.unit = fake  # a fake constant has no value to read: not known to be 1
+    with mode:
+        assert patterns._is_unit_constant(gm, node) is False
