@@ -56,6 +56,7 @@ from hipbmm_inductor.ops import registry
 from hipbmm_inductor.ops.errors import BackendUnavailableError
 from hipbmm_inductor.ops.validate import BIAS_DTYPES, FP8_DTYPES, check_shape_supported
 
+from . import LoweringSettingError
 from .counters import record_rewrite, record_skip
 
 __all__ = [
@@ -72,14 +73,6 @@ ROWWISE = 1  # int(torch.nn.functional.ScalingType.RowWise); the graph stores th
 NO_SWIZZLE = 0  # int(torch.nn.functional.SwizzleType.NO_SWIZZLE)
 
 DISABLED = "lowering disabled (HIPBMM_LOWERING=0 or hipbmm_inductor.disable())"
-
-
-class LoweringSettingError(ValueError):
-    """An invalid hipbmm setting (environment variable or Python override), read by the pass.
-
-    The message is the one :mod:`hipbmm_inductor.envs` or the backend registry formats: the
-    variable, the value seen and the allowed values.
-    """
 
 
 @dataclass
