@@ -66,6 +66,33 @@ def test_torchao_float8_per_row_is_rewritten_on_cpu(fresh, monkeypatch):
     _check(model, torch.randn(3, 5, 256, dtype=torch.bfloat16))
 
 
+def test_torchao_model_compiles_once_across_batch_sizes_on_cpu(fresh, monkeypatch):
+    """docs/lowering.md's recipe with a torchao model: mark_dynamic gives a graph for M = 1 and
+    one for every M >= 2 (tokens = batch x sequence here), both rewritten."""
+    import torchao.quantization.quant_api as quant_api
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)  # as above
+    model = _quantise(_model("cpu"))
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(model, backend=counter)
+    for tokens in (1, 7, 2, 33):
+        x = torch.randn(tokens, 256, dtype=torch.bfloat16)
+        torch._dynamo.mark_dynamic(x, 0)
+        out = compiled(x)
+        assert out.shape == (tokens, 64)
+    c = lowering.counters().forms["scaled_mm"]
+    assert counter.frame_count == 2 and c.rewritten == 4 and c.matched == 4, (counter.frame_count, c)
+    # Numerics of the dynamic graph against Inductor's own compile of it (see _check).
+    x = torch.randn(5, 256, dtype=torch.bfloat16)
+    torch._dynamo.mark_dynamic(x, 0)
+    out = compiled(x)
+    torch._dynamo.reset()
+    lowering.disable()
+    assert_close_to_eager(out, torch.compile(model)(x))
+    lowering.enable()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_torchao_float8_per_row_is_rewritten_on_gpu(fresh):
