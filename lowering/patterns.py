@@ -254,7 +254,7 @@ def channelwise_chain(root: fx.Node) -> Optional[Chain]:
 
     Reads only targets, arguments and shape metadata; ``None`` where ``root`` does not end one.
     """
-    if not _is_call(root, prims.convert_element_type.default):
+    if not _is_call(root, prims.convert_element_type.default) or len(root.args) < 2:
         return None
     x, out_dtype = root.args[0], root.args[1]
     nodes = [root]
@@ -315,7 +315,8 @@ def find_candidates(graph: fx.Graph) -> list[tuple[str, fx.Node]]:
 
 
 # ------------------------------------------------------------------------------ extractors
-# Run only once the lowering is known to be enabled.
+# Each form's structural test (graph walk only, runs on every node its pattern indexes), then its
+# extractor (runs only for a candidate, once the lowering is known to be enabled).
 
 
 def structure_scaled_mm(node: fx.Node):
