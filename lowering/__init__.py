@@ -8,6 +8,8 @@ shuffled once, at compile time. See docs/lowering.md.
 - :func:`enable` / :func:`disable` / :func:`is_enabled`: the switch (``HIPBMM_LOWERING``).
 - :func:`counters` / :func:`reset_counters`: what matched, what was rewritten, what was skipped
   and why.
+- :class:`LoweringSettingError`: what a compile with an FP8 candidate raises when
+  ``HIPBMM_LOWERING`` or ``HIPBMM_BACKEND`` holds an invalid value.
 - :func:`install`: put the pass into Inductor's config now (``import hipbmm_inductor`` arranges
   this by itself, when Inductor loads); call it again after setting your own
   ``joint_custom_pre_pass`` to have it wrapped instead of replaced.
@@ -22,7 +24,17 @@ from hipbmm_inductor import envs
 
 from .counters import LoweringCounters, counters, reset_counters
 
-__all__ = ["enable", "disable", "is_enabled", "install", "counters", "reset_counters", "LoweringCounters"]
+__all__ = ["enable", "disable", "is_enabled", "install", "counters", "reset_counters", "LoweringCounters",
+           "LoweringSettingError"]
+
+
+class LoweringSettingError(ValueError):
+    """An invalid hipbmm setting (environment variable or Python override) that a candidate needed.
+
+    Raised out of ``torch.compile`` (wrapped by Dynamo) only for a graph with an FP8 candidate; the
+    message is the one :mod:`hipbmm_inductor.envs` or the backend registry formats: the variable,
+    the value seen and the allowed values.
+    """
 
 
 def is_enabled() -> bool:

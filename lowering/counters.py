@@ -17,6 +17,15 @@ __all__ = ["FormCounts", "LoweringCounters", "counters", "reset_counters", "reco
 
 FORMS = ("scaled_mm", "scaled_mm_v2", "channelwise")
 
+NOTHING_SEEN = (
+    "no scaled-mm candidates seen. Common causes: the model has no FP8 GEMM in a compiled graph; "
+    "Dynamo ran it outside the graph (torch._scaled_mm with per-token scales under "
+    "torch._dynamo.decorators.mark_unbacked graph-breaks in PyTorch's meta function: use "
+    "torch._dynamo.mark_dynamic; torch.nn.functional.scaled_mm before PyTorch 2.13); or the compile "
+    "was served from Inductor's cache, where no pass runs (TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 "
+    "compiles afresh)"
+)
+
 
 @dataclass
 class FormCounts:
@@ -60,7 +69,7 @@ class LoweringCounters:
             lines.append(f"{name}: matched {f.matched}, rewritten {f.rewritten}, skipped {sum(f.skipped.values())}")
             for reason, n in sorted(f.skipped.items()):
                 lines.append(f"    skipped {n} x: {reason}")
-        return "\n".join(lines) if lines else "no scaled-mm candidates seen"
+        return "\n".join(lines) if lines else NOTHING_SEEN
 
 
 _lock = threading.Lock()

@@ -21,13 +21,30 @@ log = logging.getLogger("hipbmm_inductor")
 _TARGET = "torch._inductor.config"
 
 
+# Set when Inductor's config finished loading while .pass_ itself was still being imported (its
+# own imports load Inductor): .pass_ then installs at the end of its module body.
+_pending = False
+
+
 def _install() -> None:
+    global _pending
+    pass_mod = sys.modules.get(__package__ + ".pass_")
+    if pass_mod is not None and not hasattr(pass_mod, "install"):
+        _pending = True  # `from hipbmm_inductor.lowering import pass_` came first
+        return
     try:
         from .pass_ import install
 
         install()
     except Exception:  # never break the user's import of torch._inductor
         log.warning("hipbmm lowering: could not install the Inductor pass", exc_info=True)
+
+
+def take_pending() -> bool:
+    """True once if an install was deferred to the end of .pass_'s import."""
+    global _pending
+    pending, _pending = _pending, False
+    return pending
 
 
 class _AfterInductorConfig(importlib.abc.MetaPathFinder):

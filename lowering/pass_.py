@@ -3,7 +3,7 @@
 Two pieces, both installed once:
 
 - the :mod:`.patterns` forms, registered into Inductor's *freezing* pattern passes (the only
-  place where a rewrite on a frozen weight is followed by a ``constant_fold``, SPEC section 5);
+  place where a rewrite on a frozen weight is followed by a ``constant_fold``);
 - :class:`HipbmmLoweringPass`, a ``CustomGraphPass`` set as ``joint_custom_pre_pass``. Its call
   registers the patterns on the first compile (so ``import hipbmm_inductor`` never imports
   Inductor's pattern matcher), then runs whatever pass the user had configured there. Its
@@ -70,7 +70,8 @@ def _source_hash() -> str:
 
 
 def _policy() -> list:
-    """What the pass would decide per device type present: the backend and whether it rewrites."""
+    """What the pass would decide per device type present: the backend, the version of its routing
+    rules (``routing_version``, for a backend that routes by shape) and its per-device answer."""
     from hipbmm_inductor.ops import registry
 
     from .patterns import explicit_backend
@@ -80,21 +81,76 @@ def _policy() -> list:
     for dev in devices:
         try:
             backend = registry.backend_for(torch.device(dev))
-            out.append((dev, backend.name, explicit_backend() or bool(backend.is_fast(torch.device(dev)))))
-        except Exception as e:  # an unusable named backend: the pass skips, and says so
-            out.append((dev, f"unavailable: {type(e).__name__}"))
+            if callable(getattr(backend, "is_fast_for", None)):
+                # Routed per shape: the rules' version stands for every answer they would give.
+                rule = ("per shape", str(getattr(backend, "routing_version", "")))
+            else:
+                rule = ("per device", str(getattr(backend, "routing_version", "")), bool(backend.is_fast(torch.device(dev))))
+            out.append((dev, backend.name, explicit_backend(), rule))
+        except Exception as e:  # an unusable named backend or a bad setting: the pass skips or says so
+            out.append((dev, f"unavailable: {type(e).__name__}: {e}"))
     return out
 
 
 def fingerprint() -> str:
-    """Everything that changes what the lowering does to a graph, hashed."""
-    from . import is_enabled
+    """Everything that changes what the lowering does to a graph, hashed.
 
-    state = (_source_hash(), __version__, torch.__version__, is_enabled(), envs.HIPBMM_BACKEND,
+    Never raises: an invalid ``HIPBMM_LOWERING`` enters the key as its error message (the key
+    still changes with the value); only a compile that has a candidate reports it.
+    """
+    from .patterns import LoweringSettingError, lowering_enabled
+
+    try:
+        enabled: object = lowering_enabled()
+    except LoweringSettingError as e:
+        enabled = f"invalid: {e}"
+    state = (_source_hash(), __version__, torch.__version__, enabled, envs.HIPBMM_BACKEND,
              envs.is_set("HIPBMM_BACKEND"))
-    if is_enabled():
+    if enabled is True:
         state += (tuple(_policy()),)
     return hashlib.sha256(repr(state).encode()).hexdigest()
+
+
+NOT_FROZEN = (
+    "torch._inductor.config.freezing is False, so weights stay graph inputs and cannot be "
+    "pre-shuffled: set torch._inductor.config.freezing = True and compile under torch.no_grad()"
+)
+GRAD_ENABLED = (
+    "grad mode is on, so Inductor does not freeze the weights: run the compiled model under "
+    "torch.no_grad() or torch.inference_mode()"
+)
+
+
+def note_candidates_without_freezing(graph: torch.fx.Graph) -> None:
+    """Where Inductor will not freeze this graph, count its candidates as skipped and say why once.
+
+    The rewrite lives in the freezing patterns, which then never run: without this the lowering
+    would be a silent no-op. Called on the joint graph, once per compile, before freezing.
+    """
+    import torch._inductor.config as config
+
+    from .counters import record_skip
+    from .patterns import DISABLED, find_candidates, lowering_enabled
+
+    # NOTE: the condition compile_fx uses to pick its freezing forward compiler (2.11 to 2.13).
+    if config.freezing and not torch.is_grad_enabled():
+        return  # the freezing patterns see these candidates and count them
+    try:
+        found = find_candidates(graph)
+    except Exception:  # never break a compile
+        log.warning("hipbmm lowering: could not scan the graph for candidates", exc_info=True)
+        return
+    if not found:
+        return
+    enabled = lowering_enabled()  # a candidate needs the setting: an invalid value raises, naming it
+    reason = DISABLED if not enabled else NOT_FROZEN if not config.freezing else GRAD_ENABLED
+    for form, _node in found:
+        record_skip(form, reason)
+    # Under vLLM weights are graph inputs by design (its plugin prepacks them at load time instead):
+    # nothing for the user to fix there, so no warning.
+    quiet = not enabled or "vllm" in sys.modules
+    (log.debug if quiet else log.warning)(
+        "hipbmm lowering: %d FP8 GEMM(s) in this graph not rewritten: %s", len(found), reason)
 
 
 def _as_list(p: Any) -> list:
@@ -110,7 +166,11 @@ class HipbmmLoweringPass(CustomGraphPass):
         self.wrapped = _as_list(wrapped)
 
     def __call__(self, graph: torch.fx.Graph) -> None:
-        register_patterns()
+        try:
+            register_patterns()
+        except Exception:  # never break a compile: the model then runs unrewritten
+            log.warning("hipbmm lowering: could not register the freezing patterns", exc_info=True)
+        note_candidates_without_freezing(graph)
         for p in self.wrapped:
             p(graph)
 
@@ -142,3 +202,16 @@ def install() -> HipbmmLoweringPass:
     config.joint_custom_pre_pass = ours
     log.debug("hipbmm lowering: installed as joint_custom_pre_pass (wrapping %r)", current)
     return ours
+
+
+def _install_if_deferred() -> None:
+    from .hook import take_pending
+
+    if take_pending():
+        try:
+            install()
+        except Exception:  # never break an import
+            log.warning("hipbmm lowering: could not install the Inductor pass", exc_info=True)
+
+
+_install_if_deferred()

@@ -30,6 +30,20 @@ def test_import_does_not_load_inductor_and_installs_when_it_loads():
     assert probe == {"inductor_imported_by_us": False, "installed": "HipbmmLoweringPass"}, probe
 
 
+_PROBE_PASS_FIRST = """
+import sys, hipbmm_inductor
+from hipbmm_inductor.lowering import pass_  # its own imports load Inductor's config mid-import
+import torch._inductor.config as c
+print(type(c.joint_custom_pre_pass).__name__)
+"""
+
+
+def test_installs_when_the_pass_module_is_imported_first():
+    res = subprocess.run([sys.executable, "-c", _PROBE_PASS_FIRST], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "HipbmmLoweringPass", res.stdout + res.stderr[-2000:]
+
+
 def test_fingerprint_tracks_enabled_state_and_backend():
     from hipbmm_inductor.lowering.pass_ import fingerprint
 

@@ -214,19 +214,72 @@ def test_mlp_all_forms(fresh):
     assert_close_to_eager(out, plain)
 
 
-def test_dynamic_m_compiles_once(fresh):
+_DYNAMIC_MS = (17, 1, 2, 111, 989, 4096)
+# The graph counts below are PyTorch's behaviour: the GPU variants check them on the GPU image's
+# PyTorch (2.11), the CPU ones on 2.13.
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU")])]
+
+
+def _dynamic_model(form, device):
+    if device == "cuda":
+        import hipbmm_inductor
+
+        hipbmm_inductor.set_backend("triton")
+    return FP8Linear(128, 64, form=form, bias=True, seed=11, device=device).eval()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", ["scaled_mm", "scaled_mm_v2", "channelwise"])
+def test_mark_dynamic_gives_two_graphs_for_every_form(fresh, form, device):
+    """README's recipe: ``mark_dynamic(x, 0)``: one graph for M = 1, one for every M >= 2, both
+    rewritten. (M = 1 gets its own graph in every form: Dynamo specialises size-1 dimensions, and
+    _scaled_mm's meta function guards on ``scale_a.numel() == 1``, which for [M, 1] scales is M == 1.)"""
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    m = FP8Linear(128, 64, form="channelwise", bias=True, seed=11).eval()
+    m = _dynamic_model(form, device)
     counter = CompileCounterWithBackend("inductor")
     compiled = torch.compile(m, backend=counter)
-    for M in (1, 2, 17, 111, 989, 4096):
-        x = torch.randn(M, 128, dtype=torch.bfloat16)
-        # Unbacked M: Dynamo would otherwise specialise M=1 (and 0) into their own graphs.
+    for M in _DYNAMIC_MS:
+        x = torch.randn(M, 128, dtype=torch.bfloat16, device=device)
+        torch._dynamo.mark_dynamic(x, 0)
+        assert_close_to_eager(compiled(x), m(x))
+    c = lowering.counters().forms[form]
+    assert counter.frame_count == 2 and c.rewritten == 2 and c.matched == 2, (counter.frame_count, c)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", ["scaled_mm_v2", "channelwise"])
+def test_mark_unbacked_gives_one_graph_where_pytorch_allows(fresh, form, device):
+    """Unbacked M: one graph for every M, 1 included, for the forms whose GEMM has no [M, 1] scale
+    argument checked by _scaled_mm's meta function."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    m = _dynamic_model(form, device)
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(m, backend=counter)
+    for M in _DYNAMIC_MS:
+        x = torch.randn(M, 128, dtype=torch.bfloat16, device=device)
         torch._dynamo.decorators.mark_unbacked(x, 0)
         assert_close_to_eager(compiled(x), m(x))
-    assert counter.frame_count == 1, counter.frame_count
-    assert lowering.counters().forms["channelwise"].rewritten == 1
+    c = lowering.counters().forms[form]
+    assert counter.frame_count == 1 and c.rewritten == 1, (counter.frame_count, c)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mark_unbacked_on_rowwise_scaled_mm_is_explained(fresh, device):
+    """_scaled_mm's meta function guards on ``scale_a.numel() == 1``, a data-dependent guard for
+    unbacked [M, 1] scales, so Dynamo runs that call outside the graph. The model still runs
+    (eagerly there); the counters' summary names the cause and the fix."""
+    m = _dynamic_model("scaled_mm", device)
+    compiled = torch.compile(m)
+    x = torch.randn(9, 128, dtype=torch.bfloat16, device=device)
+    torch._dynamo.decorators.mark_unbacked(x, 0)
+    assert_close_to_eager(compiled(x), m(x))
+    c = lowering.counters()
+    if c.matched:
+        pytest.skip(f"torch {torch.__version__} traces _scaled_mm with unbacked M: the docs' note is obsolete")
+    assert "mark_dynamic" in c.format() and "mark_unbacked" in c.format(), c.format()
 
 
 class _Recorder:
