@@ -128,13 +128,17 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
       Up to M = 128: 64 x 64 to N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128
       beyond. Up to M = 256: 128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages)
       to 32768, 128 x 128 beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond;
-      where another tile won, it was by at most 5% (``sweep_hopper_tma.json``).
+      where another tile won, it was by at most 5% (``sweep_hopper_tma.json``;
+      ``sweep_hopper_large_interleaved.json`` timed in turns).
     - Elsewhere, M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles
-      (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above.
+      (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above
+      (``sweep_small_m.json``, ``sweep_mid_m.json``).
     - M <= 256, A through TMA. Promoted: 64 x 128 x 256 tiles on 4 warps up to N = 8192,
       128 x 128 x 256 up to 16384, 256 x 128 x 128 beyond. Fast accumulation: swapped tiles
-      (C^T = W A^T), 64 x 64 on 4 warps below N = 8192, 128 x 128 up to 16384, 256 x 128 beyond.
-    - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped.
+      (C^T = W A^T), 64 x 64 on 4 warps below N = 8192, 128 x 128 up to 16384, 256 x 128 beyond
+      (``sweep_promoted_portable.json``, ``sweep_fast_large_m.json``).
+    - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped
+      (``sweep_large_m.json``, ``sweep_promoted_portable.json``, ``sweep_fast_large_m.json``).
     """
     b = m_bucket(M)
     wide = N > 8192
