@@ -9,8 +9,8 @@ and True) and of the Triton kernel with and without promotion, against an exact 
 (fp8 values are exact in fp64; products and sums in fp64, then the scales).
 
 The committed ``results/h100/accumulation.json`` also has rows "promoted every 128/256/512/1024
-products": they came from a throwaway build of the portable kernel that promoted every n
-``BLOCK_K`` slices by hand (removed: it was slower, docs/triton.md "Accumulation").
+products": they came from a measurement-only build of the portable kernel that promoted every n
+``BLOCK_K`` slices by hand (not shipped, being slower; docs/triton.md, "Accumulation").
 
     python benchmarks/diag_accumulation.py --out accumulation.json
 """
