@@ -3,7 +3,7 @@
 Two pieces, both installed once:
 
 - the :mod:`.patterns` forms, registered into Inductor's *freezing* pattern passes (the only
-  place where a rewrite on a frozen weight is followed by a ``constant_fold``; docs/contract.md, "Inductor");
+  place where a rewrite on a frozen weight is followed by a ``constant_fold``, SPEC section 5);
 - :class:`HipbmmLoweringPass`, a ``CustomGraphPass`` set as ``joint_custom_pre_pass``. Its call
   registers the patterns on the first compile (so ``import hipbmm_inductor`` never imports
   Inductor's pattern matcher), then runs whatever pass the user had configured there. Its

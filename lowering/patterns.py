@@ -8,7 +8,7 @@ Each form is three small pieces:
 - the shared *checks* (:data:`CHECKS`, named functions, each returning ``None`` or the reason a
   candidate is skipped), then the shared :func:`rewrite`.
 
-Forms (docs/contract.md, "vLLM" and "Inductor"; graphs as they look once freezing has folded ``weight.t()``):
+Forms (SPEC sections 4 and 5; graphs as they look once freezing has folded ``weight.t()``):
 
 ``scaled_mm``
     ``aten._scaled_mm(a, b, scale_a [M,1], scale_b [1,N], bias?, None, bf16, fast_accum?)``, any
@@ -433,7 +433,7 @@ def rewrite(g: Gemm, graph: fx.Graph) -> fx.Node:
         sb = _scale_b(graph, g.scale_b, n)
         out = _call(graph, torch.ops.hipbmm.hipb_mm_fp8.default, a, B, sa, sb, g.bias, torch.bfloat16)
     # NOTE: copy 'val' and 'stack_trace' only. Copying the whole meta carries eager_input_vals of
-    # the old node and lowering fails with a bare AssertionError (docs/contract.md, "Inductor").
+    # the old node and lowering fails with a bare AssertionError (SPEC section 5).
     if "stack_trace" in g.root.meta:
         out.meta["stack_trace"] = g.root.meta["stack_trace"]
     g.root.replace_all_uses_with(out)
