@@ -5,7 +5,7 @@ zeros) against the same A padded with zero rows to 64 (every box row in bounds),
 decode shapes and configs, next to the heuristic's choice; rotating inputs, CUDA graphs
 (``timing.time_graph``). Equal columns mean box rows past M cost nothing.
 
-Run on the kernel before ``a_boxes`` (one 64-row box at any M; ``h100_diag_a_box_before.json``)
+Run on the kernel before ``a_boxes`` (one 64-row box at any M; ``h100/diag_a_box_before.json``)
 it showed the copy engine spending time on every box row, read or not; run now it checks that
 8-row boxes leave nothing to gain from padding.
 

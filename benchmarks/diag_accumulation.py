@@ -8,9 +8,9 @@ the error of ``torch._scaled_mm`` rowwise (the vendor baseline, with ``use_fast_
 and True) and of the Triton kernel with and without promotion, against an exact reference
 (fp8 values are exact in fp64; products and sums in fp64, then the scales).
 
-The committed ``results/h100_accumulation.json`` also has rows "promoted every 128/256/512/1024
-products": they came from a throwaway build of the portable kernel that promoted every n
-``BLOCK_K`` slices by hand (removed: it was slower, docs/triton.md "Accumulation").
+The committed ``results/h100/accumulation.json`` also has rows "promoted every 128/256/512/1024
+products": they came from a measurement-only build of the portable kernel that promoted every n
+``BLOCK_K`` slices by hand (not shipped, being slower; docs/triton.md, "Accumulation").
 
     python benchmarks/diag_accumulation.py --out accumulation.json
 """

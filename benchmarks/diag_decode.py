@@ -22,17 +22,17 @@ in CUDA graphs, all columns timed in turns under one clock (``timing.time_graphs
 
     python benchmarks/diag_decode.py --out diag_decode.json
 
-The committed results (``benchmarks/results/``): ``h100_diag_decode.json`` (``--configs`` with
-deeper rings, under a session-only relaxation of the stage limit), ``h100_diag_decode_2cta.json``
-(configs run two programs per SM, a session-only launcher knob), ``h100_diag_decode_probe.json``
+The committed results (``benchmarks/results/``): ``h100/diag_decode.json`` (``--configs`` with
+deeper rings, with the stage limit relaxed in a build not shipped), ``h100/diag_decode_2cta.json``
+(configs run two programs per SM, a launcher option not shipped), ``h100/diag_decode_probe.json``
 (``--old-module`` naming a copy of the kernel whose consumer skips the MMA, with
-``--no-check-old``; shapes down to K = 256, one stage), ``h100_diag_w_copies.json``
-(``--old-module`` on the shipped kernel against a 3-D W copy build), ``h100_diag_direct_store.json``
-(the same against a build storing the output from registers), ``h100_diag_m256.json``
+``--no-check-old``; shapes down to K = 256, one stage), ``h100/diag_w_copies.json``
+(``--old-module`` on the shipped kernel against a 3-D W copy build), ``h100/diag_direct_store.json``
+(the same against a build storing the output from registers), ``h100/diag_m256.json``
 (tiles at M = 256). Each file's ``note`` says what its columns were.
 
 ``--once`` launches ours and the 8-programs-per-SM reader (the fastest at the suite's decode
-shapes) three times each on the first shape and M, no timing, for a profiler; ``h100_ncu_decode_*.txt`` came from
+shapes) three times each on the first shape and M, no timing, for a profiler; ``h100/ncu_decode_*.txt`` came from
 
     ncu --clock-control none --kernel-name regex:"_fp8_gemm_hopper_kernel|_read_kernel" \
         --launch-skip 2 --launch-count 2 --section SpeedOfLight --section LaunchStats \

@@ -14,7 +14,7 @@ on ``--device``):
   compiled graph may call it;
 - ``overhead``: ``op - backend_run``, the figure the op is held to (<= 5 us).
 
-    python benchmarks/op_overhead.py --out benchmarks/results/cpu/op_overhead.json
+    python benchmarks/op_overhead.py --out op_overhead.json
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from hipbmm_inductor.ops import triton_fp8_gemm as T
 
 
 def candidates(M: int, N: int, K: int, promoted: bool = True) -> list[dict]:
-    """The first sessions' hand-written search spaces (``--space sweep``)."""
+    """Hand-written search spaces for the portable kernel (``--space sweep``; results in
+    ``benchmarks/results/h100/sweep_small_m.json``, ``sweep_mid_m.json``, ``sweep_large_m.json``)."""
     c = C.make_config
     if promoted and M > 64:
         # Promotion (Triton's, every BLOCK_K products) makes each step wait for its wgmma: a

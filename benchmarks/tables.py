@@ -2,8 +2,8 @@
 of the same code), one row per run, how far the suite's figures move between runs, and a pooled
 row of per-point medians.
 
-    python benchmarks/tables.py benchmarks/results/h100_suite.json
-    python benchmarks/tables.py benchmarks/results/h100_suite.json benchmarks/results/h100_suite_repeat_*.json
+    python benchmarks/tables.py benchmarks/results/h100/suite.json
+    python benchmarks/tables.py benchmarks/results/h100/suite.json benchmarks/results/h100/suite_repeat_*.json
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Three processes share one fresh tuning folder:
    a ``choose`` cache hit on the host.
 3. This process: writes one JSON (device, versions, per-shape results, checks) and prints a table.
 
-    python benchmarks/tune_gain.py --out benchmarks/results/tune_gain_h100.json
+    python benchmarks/tune_gain.py --out benchmarks/results/h100/tune_gain.json
 
 ``--max-candidates`` bounds the search per shape (Triton compiles each candidate once, ~0.5 s),
 ``--budget-s`` bounds the cold phase: shapes left when it runs out are reported as not tuned.

@@ -9,7 +9,7 @@ __all__ = ["TORCH_VERSION", "CPU_ROWWISE_SCALED_MM", "DYNAMO_TRACES_SCALED_MM_V2
 TORCH_VERSION = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 
 # aten._scaled_mm takes rowwise scales on the CPU only from 2.12; 2.11 raises "Now _scaled_mm only
-# supports per-tensor scaling for CPU backend" (SPEC section 5; seen on the GPU image's 2.11).
+# supports per-tensor scaling for CPU backend" (docs/contract.md, "PyTorch versions"; seen on the GPU image's 2.11).
 CPU_ROWWISE_SCALED_MM = TORCH_VERSION >= (2, 12)
 
 # NOTE: Dynamo in 2.11 cannot trace torch.nn.functional.scaled_mm ("does not know how to trace the

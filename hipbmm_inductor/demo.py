@@ -98,7 +98,7 @@ class FP8Linear(nn.Module):
 
             return F.scaled_mm(q, w_t, xs, ScalingType.RowWise, self._scale_b(), ScalingType.RowWise,
                                bias=self.bias, output_dtype=self.out_dtype, use_fast_accum=self.use_fast_accum)
-        # vLLM's channelwise fallback (SPEC section 4): unit scales, fp32 out, epilogue outside.
+        # vLLM's channelwise fallback (docs/contract.md, "vLLM"): unit scales, fp32 out, epilogue outside.
         one = torch.ones(1, dtype=torch.float32, device=x.device)
         out = torch._scaled_mm(q, w_t, scale_a=one, scale_b=one, out_dtype=torch.float32,
                                use_fast_accum=self.use_fast_accum)

@@ -122,7 +122,7 @@ _SPECS: dict[str, _Spec] = {
     # explicit value; set only by tuning.vendor, when HIPBMM_HIP_ONLINE_TUNING asks for it.
     # aiter's C++ side compares the raw string with "1" and "true".
     "HIP_ONLINE_TUNING": _foreign_flag("0", "aiter", ("1", "true"), case_sensitive=True),
-    # Read, never set, by us: vLLM's switches for its aiter linear path (SPEC section 4); vLLM
+    # Read, never set, by us: vLLM's switches for its aiter linear path (docs/contract.md, "vLLM"); vLLM
     # reads "1" and "true", any case, as on.
     "VLLM_ROCM_USE_AITER": _foreign_flag("0", "vLLM", ("1", "true")),
     "VLLM_ROCM_USE_AITER_LINEAR": _foreign_flag("1", "vLLM", ("1", "true")),

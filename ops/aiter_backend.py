@@ -86,7 +86,7 @@ __all__ = [
 
 log = logging.getLogger("hipbmm_inductor")
 
-# The fp8 format each MI3xx generation's matrix cores read (SPEC section 1).
+# The fp8 format each MI3xx generation's matrix cores read (docs/contract.md, "aiter hipb_mm").
 FP8_FOR_ARCH = {"gfx942": torch.float8_e4m3fnuz, "gfx950": torch.float8_e4m3fn}
 MI3XX_ARCHS = tuple(FP8_FOR_ARCH)
 _ARCH_NAMES = {"gfx942": "MI300", "gfx950": "MI350"}
@@ -126,7 +126,7 @@ def _gpu_arch(device: torch.device) -> Optional[str]:
 
 
 def _under_vllm() -> bool:
-    """Whether this process runs vLLM: then vLLM's own aiter switches decide (SPEC section 4)."""
+    """Whether this process runs vLLM: then vLLM's own aiter switches decide (docs/contract.md, "vLLM")."""
     return sys.modules.get("vllm") is not None
 
 

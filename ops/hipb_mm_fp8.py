@@ -12,7 +12,7 @@ backends plug in without touching this definition.
 Registration is an opaque op: Inductor does not trace into it, so the aiter, Triton and reference
 backends all sit behind one node that a compiler pass can insert. It is tagged
 ``needs_exact_strides``: a node inserted by a pass has no ``eager_input_vals``, and without the
-tag Inductor would be free to hand it a re-laid-out ``B`` (SPEC section 5).
+tag Inductor would be free to hand it a re-laid-out ``B`` (docs/contract.md, "Inductor").
 
 NOTE: registered with ``torch.library.Library.define`` + ``impl`` rather than
 ``torch.library.custom_op``. Both give the same schema, tags and fake implementation, but

@@ -4,7 +4,7 @@ Computes, for ``B`` the ``[K, N]`` view of a preshuffled weight ``W``:
 
     out[m, n] = cast(sum_k A[m, k] * W[n, k]  (fp32)  * scale_a[m] * scale_b[n] + bias[n])
 
-It recovers ``W`` with SPEC's closed-form index formula (a gather), deliberately *not* with
+It recovers ``W`` with the layout's closed-form index formula (a gather), deliberately *not* with
 :mod:`.layout`'s permutation, so that it checks the layout code instead of sharing its bugs.
 Then it dequantises to fp32, multiplies in fp32 and applies the epilogue in fp32 before one
 final cast: the order hipBLASLt's epilogue uses. Runs on any device.
@@ -23,7 +23,7 @@ def shuffled_index(n: int, k: int, device: torch.device | str = "cpu") -> torch.
     """``idx[n, k]``: where ``W[n, k]`` is stored in the shuffled ``[N, K]`` fp8 buffer."""
     nn = torch.arange(n, dtype=torch.int64, device=device).view(n, 1)
     kk = torch.arange(k, dtype=torch.int64, device=device).view(1, k)
-    # SPEC section 2, verbatim. Built per call, not cached: an oracle should stay simple, and a
+    # docs/contract.md, "The weight layout", verbatim. Built per call, not cached: an oracle should stay simple, and a
     # cached [N, K] int64 index would hold 8 bytes per weight byte.
     return ((((nn // 16) * (k // 32) + kk // 32) * 2 + (kk % 32) // 16) * 16 + nn % 16) * 16 + kk % 16
 

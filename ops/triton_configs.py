@@ -5,7 +5,7 @@ A config is a flat dict with :data:`CONFIG_KEYS` (JSON in the tuning cache). ``H
 it to the sm_90 Gluon kernel (:mod:`.triton_fp8_hopper`), which reads ``BLOCK_M``, ``BLOCK_N``,
 ``BLOCK_K``, ``num_stages`` and ``GROUP_M``; otherwise the portable kernel
 (:mod:`.triton_fp8_gemm`) takes all of them. Every rule here was read off an H100 sweep
-(``benchmarks/sweep_triton.py``, results in ``benchmarks/results/h100_sweep_*.json``).
+(``benchmarks/sweep_triton.py``, results in ``benchmarks/results/h100/sweep_*.json``; docs/results.md).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
 
     ``hopper``: the device runs :mod:`.triton_fp8_hopper` (:func:`.triton_fp8_gemm.hopper_path`); its configs
     join the space at every M (only 64-row tiles at M <= 16). Pruned to what won somewhere in the H100 sweeps
-    (``benchmarks/results/h100_sweep_*.json``): at most ~130 configs per shape, so an online
+    (``benchmarks/results/h100/sweep_*.json``): at most ~130 configs per shape, so an online
     search costs seconds of compiling and timing, not minutes (``tune --max-candidates`` cuts it).
     """
     b = m_bucket(M)
@@ -111,34 +111,34 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     """The config used without tuning, per (N, K, M bucket), accumulation mode and device.
 
     Read off the H100 sweeps (``benchmarks/sweep_triton.py``; results in
-    ``benchmarks/results/h100_sweep_*.json``; docs/triton.md):
+    ``benchmarks/results/h100/sweep_*.json``, docs/results.md names each; docs/triton.md):
 
-    - M <= 16, a pure weight stream. On sm_90 the Gluon kernel (below), which reads A in 8-row
-      boxes (``triton_fp8_hopper.a_boxes``): 64 x 32 x 256 with 6 stages up to N = 4096,
-      64 x 128 x 256 x 3 for 8192 < N <= 16384, else 64 x 64 x 256 x 4 (4096 x 4096 at M = 1:
-      9.5 us against 11.5 for split-K; 57344 x 8192: 155.8 vs 159.0 with 128-wide tiles;
-      ``h100_sweep_hopper_decode.json``). Elsewhere: 16-row tiles, BLOCK_K 128, 4 stages; N
-      tile 64 (128 for N > 8192); split-K until there are ~256 programs (two per SM), since
-      bandwidth needs bytes in flight on every SM, and N / BLOCK_N alone gives 64 programs at
-      N = 4096.
+    - M <= 16, a pure weight stream: what matters is bytes in flight on every SM. On sm_90 the
+      Gluon kernel (below), which reads A in 8-row boxes (``triton_fp8_hopper.a_boxes``) and beats
+      split-K there: 64 x 32 x 256 with 6 stages up to N = 4096 (narrow tiles so that enough
+      programs stream), 64 x 128 x 256 x 3 for 8192 < N <= 16384, else 64 x 64 x 256 x 4
+      (``sweep_hopper_decode.json``). Elsewhere: 16-row tiles, BLOCK_K 128, 4 stages; N tile 64
+      (128 for N > 8192); split-K until there are ~256 programs (two per SM), since N / BLOCK_N
+      alone gives 64 programs at N = 4096.
     - On sm_90 (``hopper``), M > 16: the warp-specialised Gluon kernel, promoting every 128
-      products (with fast accumulation too, up to M = 256, and up to M = 1024 for N <= 16384 with
-      K <= 8192, where it beat the unpromoted portable kernel: 6144 x 4096 at M = 1024, 42.7
-      against 50.9 us timed in turns, ``h100_sweep_fast_interleaved.json``) (``benchmarks/results/h100_sweep_hopper*.json``). Up to M = 64: 64 x 32 x 256,
-      6 stages, up to N = 4096 (4096 x 4096: 9.4 vs 9.8 us; 4096 x 14336: 25.0 vs 26.6;
-      ``h100_sweep_hopper_narrow.json``), 64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3
-      beyond (28672 x 4096 at M = 64: 45.6 us against the portable 64-row tile's 46.6, timed in
-      turns, ``h100_sweep_m64_interleaved.json``). Up to M = 128: 64 x 64 to
-      N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128 beyond. Up to M = 256:
-      128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages) to 32768, 128 x 128
-      beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond; where the other
-      won, it was by at most 5% (``benchmarks/results/h100_sweep_hopper_tma.json``).
+      products. With fast accumulation too, up to M = 256, and up to M = 1024 for N <= 16384 with
+      K <= 8192: there it beats the unpromoted portable kernel (``sweep_fast_interleaved.json``).
+      Up to M = 64: 64 x 32 x 256, 6 stages, up to N = 4096 (``sweep_hopper_narrow.json``),
+      64 x 64 x 256 x 4 up to N = 8192, 64 x 128 x 256 x 3 beyond (``sweep_m64_interleaved.json``).
+      Up to M = 128: 64 x 64 to N = 4096, 64 x 128 to 8192, 128 x 128 to 16384, 128 x 256 x 128
+      beyond. Up to M = 256: 128 x 64 to N = 4096, 128 x 128 to 8192, 128 x 256 x 128 (3 stages)
+      to 32768, 128 x 128 beyond. Above: 128 x 128 x 256 up to N = 16384, 128 x 256 x 128 beyond;
+      where another tile won, it was by at most 5% (``sweep_hopper_tma.json``;
+      ``sweep_hopper_large_interleaved.json`` timed in turns).
     - Elsewhere, M <= 64: one 64-row tile (wgmma's minimum) over the whole batch; narrow N tiles
-      (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above.
+      (32) up to N = 8192, split-K 2 when K >= 2N (e.g. 4096 x 14336); 128-wide N tiles above
+      (``sweep_small_m.json``, ``sweep_mid_m.json``).
     - M <= 256, A through TMA. Promoted: 64 x 128 x 256 tiles on 4 warps up to N = 8192,
       128 x 128 x 256 up to 16384, 256 x 128 x 128 beyond. Fast accumulation: swapped tiles
-      (C^T = W A^T), 64 x 64 on 4 warps below N = 8192, 128 x 128 up to 16384, 256 x 128 beyond.
-    - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped.
+      (C^T = W A^T), 64 x 64 on 4 warps below N = 8192, 128 x 128 up to 16384, 256 x 128 beyond
+      (``sweep_promoted_portable.json``, ``sweep_fast_large_m.json``).
+    - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped
+      (``sweep_large_m.json``, ``sweep_promoted_portable.json``, ``sweep_fast_large_m.json``).
     """
     b = m_bucket(M)
     wide = N > 8192
@@ -151,13 +151,13 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
         return _shrink_to(make_config(16, bn, 128, 4, 4, split_k=split_k), N, K)
     if fast_accum:
         # Unpromoted, the portable swapped tiles win only at M > 1024, and at M = 1024 on deep
-        # (K > 8192) or very wide (N > 16384) weights (h100_sweep_fast_interleaved.json).
+        # (K > 8192) or very wide (N > 16384) weights (h100/sweep_fast_interleaved.json).
         use_hopper = use_hopper and (b <= 256 or (b <= 1024 and N <= 16384 and K <= 8192))
     if use_hopper:
         bk = 256 if K % 256 == 0 else 128
         if b <= 16:
-            # A pure weight stream (h100_sweep_hopper_decode.json): as below, but 64-wide tiles
-            # for N > 16384 (57344 x 8192: 155.8 vs 159.0 us at M = 1).
+            # A pure weight stream: as below, but 64-wide tiles for N > 16384, which stream
+            # faster there than 128-wide ones (h100/sweep_hopper_decode.json).
             if N <= 4096:
                 cfg = make_hopper_config(64, 32, bk, 6)
             elif 8192 < N <= 16384:

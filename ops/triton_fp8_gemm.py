@@ -10,7 +10,7 @@ stored in the (16, 16) shuffled layout: ``W[n, k]`` lives at flat byte offset
     (((n // 16) * (K // 32) + k // 32) * 2 + (k % 32) // 16) * 256 + (n % 16) * 16 + k % 16
   = (n // 16) * 16 K  +  (k // 32) * 512  +  ((k // 16) % 2) * 256  +  (n % 16) * 16  +  k % 16
 
-of ``B.t()``'s storage (SPEC section 2). Two facts make this cheap to read in place:
+of ``B.t()``'s storage (docs/contract.md, "The weight layout"). Two facts make this cheap to read in place:
 
 - every 16 consecutive bytes are 16 consecutive ``k`` of one row ``n``: a 16-byte vector load,
   the same width a row-major ``W`` would give;
@@ -151,9 +151,9 @@ def _fp8_gemm_preshuffled_kernel(
     # W: BLOCK_N // 16 row groups; for k in [k0, k0 + BLOCK_K) each group's bytes are ONE
     # contiguous run of 16 * BLOCK_K bytes at (n // 16) * 16 K + 16 k0 (for k0 % 32 == 0,
     # (k0 // 32) * 512 == 16 k0). Load them as a plain 2-D block and restore [n, k] in registers.
-    # NOTE: indexing the [BLOCK_N, BLOCK_K] tile straight from the formula was 1.4x to 1.6x
-    # slower on H100 (M=1, N=28672, K=4096: 79 us vs 49 us; M=16, 4096x14336: 37 vs 27 us):
-    # benchmarks/results/h100_diag_layout.txt. Row groups past N wrap (N % 16 == 0).
+    # NOTE: indexing the [BLOCK_N, BLOCK_K] tile straight from the formula measured 1.4x to 1.6x
+    # slower on the H100 (docs/triton.md, "How the portable kernel reads the layout").
+    # Row groups past N wrap (N % 16 == 0).
     groups = (pid_n * (BLOCK_N // 16) + tl.arange(0, BLOCK_N // 16)) % (N // 16)
     w_ptrs = w_ptr + groups.to(tl.int64)[:, None] * (16 * K) + (16 * k_start + tl.arange(0, 16 * BLOCK_K))[None, :]
 
@@ -177,8 +177,8 @@ def _fp8_gemm_preshuffled_kernel(
             w = _fp8_to_fp16_bits(w, FNUZ)
         if SWAP_AB:
             # C^T = W A^T: the register-permuted W tile becomes wgmma's A operand, which stays
-            # in registers instead of going back through shared memory (8192x8192, M=256,
-            # 128x64 tiles: 41.7 us vs 51.9 us; benchmarks/results/h100_diag_layout_4.txt).
+            # in registers instead of going back through shared memory (docs/triton.md, "The
+            # portable kernel: two regimes").
             # Triton does not promote this form (max_num_imprecise_acc is ignored with a register
             # operand, and a written-out `acc += dot(..)` is folded back into one chain), so the
             # launcher uses it only with fast accumulation.

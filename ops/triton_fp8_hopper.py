@@ -6,8 +6,8 @@ cores' partial sums into an fp32 accumulator every ``BLOCK_K / 2`` products for 
 wide (64 or 128) and every ``BLOCK_K`` (128) for 256-wide tiles, so its error sits at the bf16
 rounding floor like ``torch._scaled_mm(use_fast_accum=False)``.
 
-Why a second kernel. Two costs kept the portable kernel at ~0.7x of cuBLASLt above M = 64 with
-promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
+Why a second kernel. Two costs keep the portable kernel well behind cuBLASLt above M = 64 with
+promotion on (docs/triton.md; ``benchmarks/results/h100/sweep_promoted_portable.json``):
 
 1. The layout. ``W[n, k]`` of a 16-row group lives at ``(k // 16) * 256 + (n % 16) * 16 +
    k % 16`` inside that group's run of ``16 K`` bytes. Read through Triton's generic path, the
@@ -25,22 +25,18 @@ promotion on (docs/triton.md, benchmarks/results/h100_sweep_promoted*.json):
    ``empty`` mbarriers), and each of one or two consumer warpgroups owns 64 rows of the tile. A consumer issues two 128-product chains per stage into fresh sums, adds the
    first while the second runs, and releases the stage; the two consumers drift out of phase,
    so one's adds overlap the other's tensor-core work.
-3. The tile's fixed costs. With a program per tile, every wave of 132 SMs filled its ring and
-   stored its output at the same moment, with the tensor cores idle: ~8 us of a 128 x 256 x 4096
-   tile's ~33 us on H100 (4096^3 took 131.7 us in 4 waves, while 8192 x 28672 at M = 1024 took
-   350 us in 2 waves of 7x longer tiles: ~25 us of main loop per K = 4096;
-   ``benchmarks/results/h100_sweep_hopper_wide.json``). So the kernel is
+3. The tile's fixed costs. With a program per tile, every wave of SMs would fill its ring and
+   store its output at the same moment, tensor cores idle (a quarter of a 128 x 256 x 4096
+   tile's time; ``benchmarks/results/h100/sweep_hopper_wide.json``). So the kernel is
    persistent (one program per SM walks tiles ``pid, pid + grid, ...``; the producer fills the
    ring for the next tile while the consumers finish this one), the scales and bias are loaded
    when a tile starts (they arrive during the main loop), and the output leaves through a
    shared-memory staging tile and a TMA store, which drains while the consumer starts its next
-   tile. Measured (``benchmarks/results/h100_sweep_hopper_tma.json`` against
-   ``h100_sweep_hopper_wide.json``): 4096^3 131.7 -> 105.5 us, 8192 x 8192 at M = 1024 112.8 ->
-   100.8 us (cuBLASLt 105-110 and 106).
-
+   tile (``benchmarks/results/h100/sweep_hopper_tma.json`` against ``sweep_hopper_wide.json``:
+   11-29% faster at M >= 1024; docs/triton.md, "The sm_90 kernel").
 4. Decode. A TMA box row past M reads nothing but still costs the copy engine time, so below
-   ``BLOCK_M`` A and the output move in 8-row boxes up to M (:func:`a_boxes`); that made this
-   kernel the fastest decode path as well (4096 x 4096 at M = 1: 9.5 us, split-K 11.5).
+   ``BLOCK_M`` A and the output move in 8-row boxes up to M (:func:`a_boxes`); with them this
+   kernel is the fastest decode path on sm_90 as well (``benchmarks/results/h100/sweep_hopper_decode.json``).
 
 Limits (checked by the caller, :func:`.triton_fp8_gemm.launch`): sm_90 only (``wgmma`` does not exist elsewhere),
 ``float8_e4m3fn`` (Hopper's fp8 tensor cores; ``fnuz`` is widened by the portable kernel),
@@ -364,9 +360,9 @@ def a_boxes(M: int, block_m: int) -> tuple[int, int]:
 
     One box of ``BLOCK_M`` rows when M fills it; otherwise boxes of 8 rows (16 past 64 rows,
     so that there are at most 8) up to M. A box row past M reads nothing, but the copy engine
-    still spends time on it: with 64-row boxes at M = 1 the H100 took 13.0 us for 4096 x 4096
-    and 35.9 us for 4096 x 14336, against 9.6 and 25.2 us with A padded to 64 rows
-    (``benchmarks/results/h100_diag_a_box_before.json``; ``h100_diag_a_box.json`` after). Box
+    still spends time on it: one 64-row box at M = 1 costs 35-42% more than A padded to 64 rows
+    (``benchmarks/results/h100/diag_a_box_before.json``; with these boxes nothing is left to
+    gain, ``h100/diag_a_box.json``). Box
     sizes must be powers of two, and 8 rows is the 128-byte swizzle's period, so the boxes land
     at aligned offsets. Below ``BLOCK_M`` this bounds the rows past M at 7 (15 past 64 rows);
     the last row tile of a larger M still loads a whole ``BLOCK_M`` box. Variants per config:

@@ -6,7 +6,7 @@ reads metadata only (dtype, shape, strides, device), never data, and never guard
 of M: every condition that involves M goes through ``torch._check_with``, which under dynamic
 shapes becomes an equality guard or a runtime assert instead of a specialisation.
 
-The contract is aiter ``hipb_mm(..., bpreshuffle=True)``'s rowwise contract (SPEC section 1):
+The contract is aiter ``hipb_mm(..., bpreshuffle=True)``'s rowwise contract (docs/contract.md, "aiter hipb_mm"):
 
 - ``A``: fp8 (``float8_e4m3fn`` or ``float8_e4m3fnuz``), ``[M, K]``, row-major (strides ``(K, 1)``).
 - ``B``: same fp8 flavour, ``[K, N]`` with strides ``(1, K)``: the transposed view of a

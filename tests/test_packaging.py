@@ -46,6 +46,18 @@ def test_wheel_layout(wheel):
     assert "[vllm.general_plugins]" in text and "[console_scripts]" in text
 
 
+def test_wheel_carries_the_license(wheel):
+    """The Apache-2.0 text travels in the wheel's metadata, and METADATA names the licence."""
+    z = zipfile.ZipFile(wheel)
+    # setuptools >= 77 files it under dist-info/licenses/, older releases at the top of dist-info.
+    (lic,) = [n for n in z.namelist() if ".dist-info/" in n and n.rsplit("/", 1)[-1] == "LICENSE"]
+    assert z.read(lic) == (ROOT / "LICENSE").read_bytes()
+    assert b"Apache License" in z.read(lic)[:200] and b"Version 2.0, January 2004" in z.read(lic)[:200]
+    meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License: Apache-2.0" in meta.splitlines() or "License-Expression: Apache-2.0" in meta.splitlines(), meta[:800]
+    assert "License-File: LICENSE" in meta.splitlines(), meta[:800]
+
+
 def test_wheel_installs_and_runs_in_fresh_venv(wheel, tmp_path):
     import os
 

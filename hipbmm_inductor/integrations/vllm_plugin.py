@@ -32,7 +32,7 @@ log = logging.getLogger("hipbmm_inductor")
 
 
 def _fp8_kernel_lists():
-    # vLLM 0.32: per-platform priority lists, read at every selection (SPEC section 4).
+    # vLLM 0.32: per-platform priority lists, read at every selection (docs/contract.md, "vLLM").
     from vllm.model_executor.kernels import linear as vllm_linear
 
     return vllm_linear._POSSIBLE_FP8_KERNELS

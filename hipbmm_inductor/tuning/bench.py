@@ -16,7 +16,7 @@ The procedure, for inputs ``(A, B, scale_a, scale_b, bias)`` of one call:
 
 Never called while a CUDA graph is being captured or while ``torch.compile`` traces: timing
 allocates, synchronises and launches extra kernels, which breaks a capture (the failure aiter's
-online tuning has, SPEC section 3). :func:`unsafe_to_benchmark` says when.
+online tuning has, docs/contract.md, "aiter online tuning"). :func:`unsafe_to_benchmark` says when.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class BenchSettings:
 DEFAULT_SETTINGS = BenchSettings()
 NOISE_MARGIN = DEFAULT_SETTINGS.noise_margin
 # Rotating buffers must exceed the last-level cache. MI300X has a 256 MiB Infinity Cache behind
-# its L2; NVIDIA reports its L2 size. aiter uses a 128 MiB rotating buffer (SPEC section 3).
+# its L2; NVIDIA reports its L2 size. aiter uses a 128 MiB rotating buffer (docs/contract.md, "aiter online tuning").
 _ROCM_LLC_BYTES = 256 << 20
 _CPU_LLC_BYTES = 64 << 20
 # Enough sets for a 1 MiB weight to exceed a 256 MiB cache twice over; small enough that
@@ -194,7 +194,7 @@ def _cuda_graph_timer(fn: Callable[[int], object], reps: int) -> list:
     NOTE: the benchmarks (and vLLM's decode) replay CUDA graphs. Event pairs around eager calls
     disagreed with graph replay by up to 8% on the H100 for configs that launch a different
     number of kernels (split-K adds a reduction kernel), enough to pick a config that replays
-    2% slower than the default (benchmarks/results/tune_gain_h100.json, before this timer). So
+    2% slower than the default (a tuning run timed with event pairs). So
     candidates are timed the way they will run. Falls back to event timing where capture fails.
     """
     side = torch.cuda.Stream()

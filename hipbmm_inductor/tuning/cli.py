@@ -58,7 +58,7 @@ def _device(name: Optional[str]) -> torch.device:
 def _device_fp8(device: torch.device) -> torch.dtype:
     from .key import device_info
 
-    # MI300 (gfx942) uses the fnuz flavour; MI350 and NVIDIA the OCP one (SPEC section 1).
+    # MI300 (gfx942) uses the fnuz flavour; MI350 and NVIDIA the OCP one (docs/contract.md, "aiter hipb_mm").
     return torch.float8_e4m3fnuz if device_info(device).arch.startswith("gfx94") else torch.float8_e4m3fn
 
 

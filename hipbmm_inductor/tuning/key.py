@@ -2,7 +2,7 @@
 
 A result is only valid for the exact software and hardware that measured it: a Triton config
 tuned under one Triton release, or a hipBLASLt solution index from one hipBLASLt build, may be
-slow or simply invalid under another (SPEC section 3: aiter's CSV keys on none of these and
+slow or simply invalid under another (docs/contract.md, "aiter online tuning": aiter's CSV keys on none of these and
 silently reuses indices across releases). So the full key is
 
     backend, device architecture, device name, library versions,

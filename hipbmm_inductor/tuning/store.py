@@ -8,7 +8,7 @@ File ``<cache dir>/tuning-<arch>.csv``::
     backend,arch,device_name,versions,a_dtype,b_dtype,out_dtype,bias,n,k,m_bucket,extra,config,time_us,default_time_us,measured_at
     triton,gfx942,AMD Instinct MI300X,hipbmm_inductor=0.1.0;...,float8_e4m3fnuz,...,"{""BLOCK_M"": 64, ...}",11.2,13.9,2026-11-24T03:30:05Z
 
-Rules, each answering a weak point of aiter's ``hip_online_tuning_res.csv`` (SPEC section 3):
+Rules, each answering a weak point of aiter's ``hip_online_tuning_res.csv`` (docs/contract.md, "aiter online tuning"):
 
 - Rows measured under other library versions stay in the file (a rollback finds them again) but
   are not used; the ``written_by`` header line says which versions wrote the file last.

@@ -41,7 +41,7 @@ def test_can_implement_accepts_per_token_per_channel(report):
 
 
 def test_vllm_own_hipbmm_kernel_misses_the_k_mod_32_rule(report):
-    # The gap SPEC section 1 describes, seen in vLLM 0.32 itself: K = 48 passes its check.
+    # The gap docs/contract.md, "aiter hipb_mm", describes, seen in vLLM 0.32 itself: K = 48 passes its check.
     assert report["can_implement"]["vllm_aiter_k_mod_32_is_16"][0] is True
 
 

@@ -103,7 +103,7 @@ def test_opcheck(bias_dtype):
     case = make_case(5, 32, 64, bias_dtype=bias_dtype)
     # NOTE: opcheck's test_schema fails inside PyTorch for any fp8 input on the CPU
     # ("mul_cpu_reduced_float" not implemented for 'Float8_e4m3fn' in SchemaCheckMode's
-    # bitwise_equal; SPEC section 5). Its intent (no mutation, no aliasing) is checked by
+    # bitwise_equal; docs/contract.md, "PyTorch versions"). Its intent (no mutation, no aliasing) is checked by
     # test_inputs_not_mutated_and_output_not_aliased; the xfail below notices when PyTorch fixes it.
     torch.library.opcheck(OP, case.args, test_utils=("test_faketensor", "test_aot_dispatch_dynamic",
                                                       "test_autograd_registration"))

@@ -1,4 +1,4 @@
-"""The (16, 16) preshuffle layout: SPEC's index formula, round trips, fake mode, bad input."""
+"""The (16, 16) preshuffle layout: the layout's index formula, round trips, fake mode, bad input."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _random(shape, dtype, seed=0):
 
 
 def _spec_position(n: int, k: int, K: int, itemsize: int) -> int:
-    """SPEC section 2, generalised to element size e: tiles of 16 x 32, k split in chunks of 16/e."""
+    """docs/contract.md, "The weight layout", generalised to element size e: tiles of 16 x 32, k split in chunks of 16/e."""
     kp = 16 // itemsize
     return ((((n // 16) * (K // 32) + k // 32) * (32 // kp) + (k % 32) // kp) * 16 + n % 16) * kp + k % kp
 
@@ -64,7 +64,7 @@ def test_spec_index_formula(N, K, dtype, seed, data):
 
 
 def test_spec_formula_literal_fp8():
-    """The literal fp8 formula from SPEC, over every element of one multi-tile weight."""
+    """The literal fp8 formula from docs/contract.md, over every element of one multi-tile weight."""
     N, K = 48, 96
     w = _random((N, K), torch.float8_e4m3fn, 1)
     flat = hi.shuffle_weight(w).view(torch.uint8).reshape(-1)

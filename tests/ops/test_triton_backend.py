@@ -240,7 +240,7 @@ def test_gpu_accumulation_modes(triton_on_gpu, M, N, K):
 
     Norm-wise, against float64 truth, relative to the error of rounding the truth itself to bf16
     (the least any bf16 output can have). Measured on H100 (benchmarks/results/
-    h100_accumulation.json): promoted 1.003x the floor, fast 1.3x (K = 4096) to 2.8x (K = 28672),
+    h100/accumulation.json): promoted 1.003x the floor, fast 1.3x (K = 4096) to 2.8x (K = 28672),
     exactly what ``torch._scaled_mm(use_fast_accum=True)`` shows. So: promoted <= 1.02x (a kernel
     that silently stopped promoting fails at K >= 4096 once M > 16, where wgmma runs), fast <= 4x
     (a wrong layout or a lost K slice is off by O(1), not by a few bf16 ulps).
