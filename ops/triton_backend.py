@@ -112,7 +112,7 @@ class TritonBackend:
         return Availability(True, f"{arch}: {how}")
 
     # What `auto` rewrites on sm_90 is decided by these rules; part of the pass's cache key.
-    routing_version = "sm90-h200-v2"
+    routing_version = "sm90-h200-v3"
 
     def is_fast(self, device: torch.device) -> bool:
         # NOTE: False: no device-wide answer holds. Where this backend beats the vendor GEMM
@@ -124,33 +124,32 @@ class TritonBackend:
         symbolic) here instead of the vendor GEMM; read by the compiler pass at compile time.
 
         Only on sm_90 with the Gluon kernel on a validated Triton (elsewhere the portable kernel
-        loses to cuBLASLt above M = 64). The evidence is ``benchmarks/results/h200/suite.json``
-        (same-run ratios against cuBLASLt rowwise ``_scaled_mm``) and ``host_cost.json``:
+        loses to cuBLASLt above M = 64), and only where the graph is replayed as a CUDA graph
+        (Inductor's ``triton.cudagraphs``, which ``mode="reduce-overhead"`` sets). The evidence
+        (``docs/results.md`` names the files):
 
-        - under CUDA graphs (Inductor's ``triton.cudagraphs``, as ``mode="reduce-overhead"`` sets)
-          only GPU time counts: x1.26-2.22 at every suite point with M <= 64, a margin wide enough
-          to hold for shapes the suite lacks; at M = 256 x0.98-1.29 and from M = 1024 x0.94-1.05,
-          too close to call for an unmeasured shape: M <= 64;
-        - without graphs a call's host time (~20-40 us on the H200's host, a little more than
-          ``_scaled_mm``'s) adds to every launch, so only weights that take longer to stream
-          than that gain: M <= 16 and at least 48 MiB of weight (x1.1-2.1 in the suite's plain
-          timings; the 16-25 MiB weights ran x0.95-0.97 there);
+        - under CUDA graphs only GPU time counts: x1.26-2.22 at every suite point with M <= 64
+          (``h200/suite.json``), a margin wide enough to hold for shapes the suite lacks; at
+          M = 256 x0.98-1.29 and from M = 1024 x0.94-1.05, too close to call for an unmeasured
+          shape. The Llama-3-8B block then runs x1.42-1.54 at 1-16 tokens (``h200/block.json``);
+        - without graphs each call pays its host time inside the compiled graph, where it costs
+          25-35 us more than Inductor's own ``_scaled_mm`` call (the same block rewritten in the
+          default mode ran x0.81-0.86 at 1-512 tokens even with only its two largest weights
+          rewritten), more than the GPU time the kernel saves: never;
         - symbolic M: no, a graph compiled for every M also serves prefill-sized M.
         """
         if m is None or not self._gluon_ready(device):
             return False
         from torch._inductor import config as inductor_config
 
-        if inductor_config.triton.cudagraphs:
-            return m <= 64
-        return m <= 16 and n * k >= 48 << 20
+        return bool(inductor_config.triton.cudagraphs) and m <= 64
 
     def describe_routing(self, device: torch.device) -> str:
         """What `auto` does with this backend on ``device``, in one line (``info`` prints it)."""
         if not self._gluon_ready(device):
             return "auto keeps the vendor GEMM (the Triton kernel beats it only on sm_90 with a validated Triton)"
-        return ("auto rewrites static-M linears: M <= 64 under CUDA graphs (reduce-overhead), M <= 16 with "
-                ">= 48 MiB weights without them; the vendor GEMM elsewhere")
+        return ("auto rewrites linears with a static M <= 64 in graphs compiled for CUDA-graph replay "
+                "(mode='reduce-overhead'); the vendor GEMM elsewhere (default mode: the vendor call's host cost is lower)")
 
     @staticmethod
     def _gluon_ready(device: torch.device) -> bool:
