@@ -132,10 +132,10 @@ class TritonBackend:
           (``h200/suite.json``), a margin wide enough to hold for shapes the suite lacks; at
           M = 256 x0.98-1.29 and from M = 1024 x0.94-1.05, too close to call for an unmeasured
           shape. The Llama-3-8B block then runs x1.42-1.54 at 1-16 tokens (``h200/block.json``);
-        - without graphs each call pays its host time inside the compiled graph, where it costs
-          25-35 us more than Inductor's own ``_scaled_mm`` call (the same block rewritten in the
-          default mode ran x0.81-0.86 at 1-512 tokens even with only its two largest weights
-          rewritten), more than the GPU time the kernel saves: never;
+        - without graphs each call pays its host time inside the compiled graph, where it cost
+          12-35 us more than Inductor's own ``_scaled_mm`` call: the block rewritten in the default
+          mode ran x0.81-0.85 at 1-512 tokens (``h200/block_triton.json``), x0.85-0.86 with only
+          its two largest weights rewritten (``h200/block_large_weights.json``): never;
         - symbolic M: no, a graph compiled for every M also serves prefill-sized M.
         """
         if m is None or not self._gluon_ready(device):
