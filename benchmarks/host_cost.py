@@ -9,7 +9,7 @@ fresh random data. Variants, all in the same run:
 - ``ours``: ``hipbmm_inductor.hipb_mm_fp8`` (the public op: dispatch, validation, backend
   lookup, launch plan, binder-free launch);
 - ``ours_binder``: the same kernel and config through Triton's own ``kernel[grid](...)``
-  launch (what each call cost before launch plans);
+  launch, called directly (no op dispatch, check or lookup around it);
 - ``launch_floor``: the plan's relaunch alone (no op, no validation, no lookup).
 
 Also, compiled without CUDA graphs (``torch.compile`` default mode, freezing), one linear with
@@ -132,8 +132,7 @@ def measure(N: int, K: int, calls: int, repeats: int, compiled: bool, breakdown:
     rec["binder_free"] = plan is not None and plan.fast is not None
     if compiled:
         x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
-        torch._inductor.config.freezing = True
-        with torch.no_grad():
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
             for rewrite, name in ((True, "compiled_ours_us"), (False, "compiled_scaled_mm_us")):
                 f = _compiled(W, sb, rewrite)
                 f(x)

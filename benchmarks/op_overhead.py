@@ -83,6 +83,8 @@ def measure(device: str = "cpu", calls: int = 20000, repeats: int = 9, M: int = 
         }
     finally:
         hi.set_backend(None)
+        registry._backends.pop(null.name, None)  # leave the registry as it was
+        registry.reset_selection()
     t = {k: round(v, 3) for k, v in t.items()}
     t["overhead"] = round(t["op"] - t["backend_run"], 3)
     t["overhead_all_args"] = round(t["op_all_args"] - t["backend_run"], 3)

@@ -185,6 +185,7 @@ def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     blocks = {True: FP8DecoderBlock(MODELS[model], dev), False: FP8DecoderBlock(MODELS[model], dev)}  # same seed
     records = []
+    before: dict = {}  # the backend's through-Triton counts at the previous record
     freezing = torch._inductor.config.freezing
     torch._inductor.config.freezing = True
     hipbmm_inductor.set_backend(backend)
@@ -205,7 +206,12 @@ def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES
                     w_us, wo_us = statistics.median(samples[True]), statistics.median(samples[False])
                     (_, n, w_out), (_, _, wo_out) = compiled[True], compiled[False]
                     be = hipbmm_inductor.ops.registry.get_backend(backend)
-                    launches = be.launch_stats() if hasattr(be, "launch_stats") else None
+                    launches = None
+                    if hasattr(be, "launch_stats"):  # this record's calls only, not the process's
+                        now = be.launch_stats()
+                        seen = {k: now["through_triton"].get(k, 0) - before.get(k, 0) for k in now["through_triton"]}
+                        launches = {"plans": now["plans"], "through_triton": {k: v for k, v in seen.items() if v}}
+                        before = dict(now["through_triton"])
                     rec = BlockRecord(model=model, mode=mode, tokens=t, with_rewrite_us=round(w_us, 2),
                                       without_rewrite_us=round(wo_us, 2), speedup=round(wo_us / w_us, 4),
                                       rewritten=n, max_abs_diff=float((w_out.float() - wo_out.float()).abs().max()),

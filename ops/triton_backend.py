@@ -202,7 +202,7 @@ class TritonBackend:
         """Plans built and why calls went through Triton's binder instead of a relaunch
         (``{"plans": n, "through_triton": {reason: calls}}``), summed over this process."""
         total: Counter = Counter()
-        for plan in self._plans.values():
+        for plan in list(self._plans.values()):  # a snapshot: another thread may add plans
             total.update(plan.through_triton)
         return {"plans": len(self._plans), "through_triton": dict(total)}
 
@@ -231,10 +231,18 @@ class TritonBackend:
                 and A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0)
 
     def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
-        from .triton_fp8_gemm import hopper_failed, launch, prepare  # imports triton
+        from .triton_fp8_gemm import hopper_failed, hopper_path, launch, prepare  # imports triton
         from .triton_plan import HopperPlan, PortablePlan
 
         fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"  # raises, naming the variable, if invalid
+        if (A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
+                and (A.data_ptr() | B.data_ptr()) & 15):
+            # The Gluon kernel serves this shape, but its TMA cannot address this call's A or B:
+            # this call runs on the portable kernel's heuristic and builds no plan, so that the
+            # shape's aligned calls still get the Gluon plan.
+            M, K = A.shape
+            return launch(heuristic_config(M, B.shape[1], K, fast), A, B, scale_a, scale_b, bias, out_dtype,
+                          fast_accum=fast)
         config, final = self._resolve(A, B, scale_a, scale_b, bias, out_dtype, fast)
         M, K = A.shape
         N = B.shape[1]

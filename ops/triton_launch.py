@@ -37,7 +37,7 @@ import torch
 
 log = logging.getLogger("hipbmm_inductor")
 
-__all__ = ["CompiledLaunch", "current_stream"]
+__all__ = ["CompiledLaunch", "current_stream", "hooks_installed"]
 
 # The C launcher's leading arguments in Triton 3.4 to 3.6 (driver._BASE_ARGS_FORMAT): grid x/y/z,
 # stream, function, cooperative, PDL, global scratch, profile scratch, packed metadata, launch
@@ -83,7 +83,7 @@ class CompiledLaunch:
     stay in their place (the launcher skips them).
     """
 
-    __slots__ = ("launch_raw", "prefix", "_knobs", "_expand", "_desc_meta", "name", "hook_lists")
+    __slots__ = ("launch_raw", "prefix", "_knobs", "_expand", "_desc_meta", "name", "hook_lists", "_chains")
 
     def __init__(self, launch: Callable, function: int, packed_metadata: Any, cooperative: bool, pdl: bool,
                  knobs: Any, expand: Optional[Callable], desc_meta: Sequence, name: str = "kernel"):
@@ -100,13 +100,26 @@ class CompiledLaunch:
         chains = (runtime.launch_enter_hook, runtime.launch_exit_hook)
         # Triton 3.6's hook chains are fixed objects (knobs.runtime is a process-wide singleton)
         # whose `calls` list grows when a profiler adds a hook: callers check those two lists
-        # (empty: no hook) on every launch; None where this Triton keeps hooks otherwise.
+        # (empty: no hook) on every launch, and hooks_idle() also checks that the chains are still
+        # the ones installed (a plain assignment to the knob replaces them). None where this
+        # Triton keeps hooks otherwise.
+        self._chains = chains
         self.hook_lists = tuple(c.calls for c in chains) if all(hasattr(c, "calls") for c in chains) else None
 
     @classmethod
     def create(cls, compiled: Any, arg_names: Sequence[str]) -> Optional["CompiledLaunch"]:
         """A launcher for ``compiled`` (what ``kernel[grid](...)`` returned), or ``None`` where
         this runtime or kernel is not one it can launch exactly as Triton would."""
+        try:
+            return cls._create(compiled, arg_names)
+        except Exception as e:  # noqa: BLE001 - a runtime this module does not know: Triton's path
+            log.debug("hipbmm_inductor: no binder-free launch (%s: %s)", type(e).__name__, e)
+            return None
+
+    @classmethod
+    def _create(cls, compiled: Any, arg_names: Sequence[str]) -> Optional["CompiledLaunch"]:
+        if torch.version.hip:
+            return None  # ROCm's launcher takes its arguments in another order (no PDL flag)
         try:
             import triton
             from triton import knobs
@@ -120,6 +133,8 @@ class CompiledLaunch:
             why = "no compiled kernel (interpreter?)"
         elif list(getattr(fn, "arg_names", ())) != list(arg_names):
             why = f"argument names {getattr(fn, 'arg_names', None)} differ from {list(arg_names)}"
+        elif getattr(fn, "pre_run_hooks", None):
+            why = "the kernel has pre-run hooks (Triton runs them on every launch)"
         elif getattr(nv_driver, "_BASE_ARGS_FORMAT", None) != _BASE_ARGS_FORMAT:
             why = f"Triton {triton.__version__}'s launcher layout is not the known one"
         elif not _hooks_idle(knobs):
@@ -127,7 +142,9 @@ class CompiledLaunch:
         if why is None:
             runner = compiled.run  # loads the module on the current device if not done yet
             raw = _raw_launcher(runner)
-            if raw is None:
+            if not isinstance(runner, getattr(nv_driver, "CudaLauncher", ())):
+                why = f"the launcher is a {type(runner).__name__}, not the CUDA one"
+            elif raw is None:
                 why = "the C launcher is not reachable"
             elif getattr(runner, "global_scratch_size", 1) or getattr(runner, "profile_scratch_size", 1):
                 why = "the kernel needs scratch memory per launch"
@@ -154,10 +171,20 @@ class CompiledLaunch:
         return tuple(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in self._expand(desc, meta))
 
     def hooks_idle(self) -> bool:
-        lists = self.hook_lists
-        if lists is not None:
+        lists, runtime = self.hook_lists, self._knobs.runtime
+        if (lists is not None and runtime.launch_enter_hook is self._chains[0]
+                and runtime.launch_exit_hook is self._chains[1]):
             return not (lists[0] or lists[1])
         return _hooks_idle(self._knobs)
 
     def __call__(self, grid: tuple[int, int, int], stream: int, args: tuple) -> None:
         self.launch_raw(grid[0], grid[1], grid[2], stream, *self.prefix, *args)
+
+
+def hooks_installed() -> bool:
+    """Whether a launch hook (a profiler) is installed in Triton now."""
+    try:
+        from triton import knobs
+    except ImportError:
+        return False
+    return not _hooks_idle(knobs)

@@ -27,7 +27,7 @@ from collections import Counter
 import torch
 
 from . import triton_fp8_gemm as portable
-from .triton_launch import CompiledLaunch, current_stream
+from .triton_launch import CompiledLaunch, current_stream, hooks_installed
 
 __all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE"]
 
@@ -76,12 +76,18 @@ class _Plan:
     def _relauncher(self, aligned: bool, mask: int):
         fast = self.fast if aligned else self._masked.get(mask)
         if fast is not None and not fast.hooks_idle():
-            self.through_triton["a launch hook is installed"] += 1
             return None
         return fast
 
+    def _count_binder_call(self) -> None:
+        reason = "a launch hook is installed" if hooks_installed() else "no relauncher for this alignment (yet)"
+        self.through_triton[reason] += 1
+
     def _learn(self, aligned: bool, mask: int, compiled, arg_names) -> None:
-        # The kernel Triton just chose is the one every call with this mask gets.
+        # The kernel Triton just chose is the one every call with this mask gets. A refusal
+        # while a profiler's hook is installed is not recorded: the next call tries again.
+        if hooks_installed():
+            return
         if aligned:
             if self.fast is None and "aligned" not in self._masked:
                 self._masked["aligned"] = None  # tried once
@@ -119,16 +125,12 @@ class HopperPlan(_Plan):
                                    A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum)
         out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
         if not (s1 | s2 | b) & 15:
-            aligned, mask, fast = True, 0, self.fast
-            if fast is not None:
-                hooks = fast.hook_lists
-                if hooks is None or hooks[0] or hooks[1]:
-                    fast = self._relauncher(aligned, mask)
+            aligned, mask = True, 0
         else:
             aligned, mask = False, _mask(s1, s2, b)
-            fast = self._relauncher(aligned, mask)
+        fast = self._relauncher(aligned, mask)
         if fast is None:
-            self.through_triton["no relauncher for this alignment (yet)"] += 1
+            self._count_binder_call()
             compiled = self._hopper.run_prepared(self.prepared, A, B, scale_a, scale_b, bias, out)
             self._learn(aligned, mask, compiled, self._hopper.ARG_NAMES)
             return out
@@ -175,8 +177,9 @@ class PortablePlan(_Plan):
         c = out.data_ptr()
         target = c if ws is None else ws.data_ptr()
         a_ptr = 0 if p.a_tma else a  # a descriptor is not a specialised pointer
-        aligned = not (a_ptr | w | s1 | s2 | b | target) & 15
-        mask = 0 if aligned else _mask(a_ptr, w, s1, s2, b, target)
+        c_epi = 0 if ws is None else c  # the split-K epilogue is specialised on the output too
+        aligned = not (a_ptr | w | s1 | s2 | b | target | c_epi) & 15
+        mask = 0 if aligned else _mask(a_ptr, w, s1, s2, b, target, c_epi)
         fast = self._relauncher(aligned, mask)
         epilogue = None
         if fast is not None and ws is not None:
@@ -184,10 +187,10 @@ class PortablePlan(_Plan):
             if epilogue is None:
                 fast = None
         if fast is None:
-            self.through_triton["no relauncher for this alignment (yet)"] += 1
+            self._count_binder_call()
             main, epi = portable.run_prepared(p, A, B, scale_a, scale_b, bias, out, ws)
             self._learn(aligned, mask, main, portable.ARG_NAMES)
-            if epi is not None:
+            if epi is not None and not hooks_installed():
                 relaunch = CompiledLaunch.create(epi, portable.EPILOGUE_ARG_NAMES)
                 if aligned:
                     self.fast_epilogue = self.fast_epilogue or relaunch
@@ -197,7 +200,8 @@ class PortablePlan(_Plan):
         if p.a_tma:
             a_arg = self._a.get(a)
             if a_arg is None:
-                a_arg = _put(self._a, a, fast.expand_descriptor(0, portable.a_descriptor(p, A)))
+                a_arg = _put(self._a, a, fast.expand_descriptor(
+                    0, portable.a_descriptor(p, A.view(torch.uint8) if p.upcast else A)))  # as run_prepared
         else:
             a_arg = (a,)
         stream = current_stream(self._index)

@@ -447,3 +447,115 @@ def test_gpu_device_guard_entered_when_inputs_are_not_on_the_current_device(monk
     monkeypatch.setattr(triton_backend, "_cuda_get_device", lambda: 0)
     be.run(*c.args)
     assert len(entered) == 1, "a guard was entered although the inputs are on the current device"
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: a Hopper plan's relaunch, end to end against a recording launcher
+# ---------------------------------------------------------------------------------------------
+
+
+class _Chain:
+    def __init__(self):
+        self.calls = []
+
+
+class _Knobs:
+    class runtime:
+        launch_enter_hook = _Chain()
+        launch_exit_hook = _Chain()
+
+
+def _recording_launch(seen):
+    return L.CompiledLaunch(lambda *a: seen.append(a), function=42, packed_metadata=(4, 1, 0), cooperative=False,
+                            pdl=False, knobs=_Knobs, expand=lambda desc, meta: ("desc", desc.base.data_ptr(),
+                                                                                *desc.shape, *desc.strides),
+                            desc_meta=[{}, {}, {}])
+
+
+def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch):
+    H = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_hopper")
+    monkeypatch.setattr(H, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(P, "current_stream", lambda index: 77)
+    c = make_case(5, 256, 512, bias_dtype=torch.bfloat16)
+    config = C.make_hopper_config(64, 64, 128, 4)
+    prepared = H.prepare(config, 5, 256, 512, True, c.A.device)
+    plan = P.HopperPlan(config, prepared, torch.device("cpu"))
+    seen = []
+    plan.fast = _recording_launch(seen)
+    out = plan(c.A, c.B, c.scale_a, c.scale_b, c.bias)
+    assert out.shape == (5, 256) and out.dtype == torch.bfloat16
+    (args,) = seen
+    g = prepared.grid
+    head = (g[0], g[1], g[2], 77, 42, False, False, None, None, (4, 1, 0), None, None, None)
+    assert args[:13] == head
+    w_groups = c.B.t().view(256 // 16, 16 * 512)
+    expected = (("desc", c.A.data_ptr(), 5, 512, 512, 1), ("desc", w_groups.data_ptr(), 16, 16 * 512, 16 * 512, 1),
+                (c.scale_a.data_ptr(), c.scale_b.data_ptr(), c.bias.data_ptr()),
+                ("desc", out.data_ptr(), 5, 256, 256, 1), (5, 256, 512, *prepared.constexprs))
+    assert args[13:] == tuple(x for part in expected for x in part)
+    assert len(H.ARG_NAMES) == 19 and len(prepared.constexprs) == len(H.ARG_NAMES) - 9
+
+
+def test_a_replaced_hook_chain_is_seen():
+    """A profiler may assign the knob instead of adding to its chain: relaunches must notice."""
+    launch = _recording_launch([])
+    assert launch.hooks_idle()
+    original = _Knobs.runtime.launch_enter_hook
+    try:
+        _Knobs.runtime.launch_enter_hook = print
+        assert not launch.hooks_idle()
+    finally:
+        _Knobs.runtime.launch_enter_hook = original
+    original.calls.append(print)
+    try:
+        assert not launch.hooks_idle()
+    finally:
+        original.calls.clear()
+    assert launch.hooks_idle()
+
+
+def test_no_binder_free_launch_on_rocm(monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", "6.4.0")
+    assert L.CompiledLaunch.create(object(), T.ARG_NAMES) is None
+
+
+def test_create_never_raises():
+    class Weird:
+        @property
+        def src(self):
+            raise RuntimeError("a runtime this module does not know")
+
+    assert L.CompiledLaunch.create(Weird(), T.ARG_NAMES) is None
+
+
+def test_a_refusal_under_a_profiler_is_not_remembered(monkeypatch):
+    monkeypatch.setattr(P, "hooks_installed", lambda: True)
+    plan = P._Plan.__new__(P._Plan)
+    plan.fast, plan._masked = None, {}
+    plan._learn(True, 0, object(), T.ARG_NAMES)
+    plan._learn(False, 0b101, object(), T.ARG_NAMES)
+    assert plan._masked == {} and plan.fast is None  # the next call (hook gone) tries again
+
+
+def test_portable_split_k_relaunch_passes_both_kernels_their_signatures(monkeypatch):
+    monkeypatch.setattr(T, "_arch_for", lambda device: "sm_90")
+    monkeypatch.setattr(T, "_has_tma", lambda device: False)
+    monkeypatch.setattr(P, "current_stream", lambda index: 5)
+    c = make_case(3, 64, 256, bias_dtype=None)
+    config = C.make_config(16, 32, 64, 4, 3, split_k=2)
+    prepared = T.prepare(config, 3, 64, 256, c.A.dtype, False, c.A.device)
+    plan = P.PortablePlan(config, prepared, torch.device("cpu"))
+    main_seen, epi_seen = [], []
+    plan.fast, plan.fast_epilogue = _recording_launch(main_seen), _recording_launch(epi_seen)
+    out = plan(c.A, c.B, c.scale_a, c.scale_b, None)
+    (main,), (epi,) = main_seen, epi_seen
+    assert main[:4] == (*prepared.grid, 5) and epi[:4] == (*prepared.epilogue_grid, 5)
+    kernel_args = main[13:]
+    assert len(kernel_args) == len(T.ARG_NAMES)
+    a, w, sa, sb, bias, target = kernel_args[:6]
+    assert (a, w, sa, sb) == (c.A.data_ptr(), c.B.data_ptr(), c.scale_a.data_ptr(), c.scale_b.data_ptr())
+    assert bias == sb  # no bias: the scale stands in, as in Triton's own launch
+    assert kernel_args[6:] == (3, 64, 256, *prepared.constexprs)
+    assert epi[13:] == (target, sa, sb, sb, out.data_ptr(), 3, 64, False, 2, T._EPILOGUE_BLOCK)
+    assert len(epi[13:]) == len(T.EPILOGUE_ARG_NAMES)
+    assert target != out.data_ptr()  # split-K partials go to the workspace, not the output
