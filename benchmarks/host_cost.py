@@ -24,27 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 import hipbmm_inductor as hi
+from hipbmm_inductor import timing
 
 
 def host_us(fn, calls: int, repeats: int) -> float:
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-        torch.cuda.synchronize()
-    return statistics.median(samples)
+    return timing.host_us(fn, calls, repeats, sync=True)
 
 
 def _inputs(M: int, N: int, K: int, seed: int):

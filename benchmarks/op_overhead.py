@@ -23,12 +23,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import torch
 
 import hipbmm_inductor as hi
+from hipbmm_inductor import timing
 from hipbmm_inductor.ops import registry, validate
 
 
@@ -51,15 +50,7 @@ class NullBackend:
 
 
 def per_call_us(fn, calls: int, repeats: int) -> float:
-    for _ in range(min(calls, 1000)):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-    return statistics.median(samples)
+    return timing.host_us(fn, calls, repeats, warmup=min(calls, 1000))
 
 
 def measure(device: str = "cpu", calls: int = 20000, repeats: int = 9, M: int = 1, N: int = 4096,

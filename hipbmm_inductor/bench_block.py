@@ -23,13 +23,14 @@ import json
 import os
 import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .timing import host_us
 
 __all__ = ["MODELS", "BlockShape", "FP8DecoderBlock", "BlockRecord", "run_block_bench", "MODES"]
 
@@ -130,13 +131,7 @@ class BlockRecord:
 
 def _time_us(fn: Callable[[], torch.Tensor], iters: int, repeats: int, device: torch.device) -> float:
     if device.type != "cuda":
-        samples = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(iters):
-                fn()
-            samples.append((time.perf_counter() - t0) / iters * 1e6)
-        return statistics.median(samples)
+        return host_us(fn, iters, repeats, warmup=0)
     samples = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

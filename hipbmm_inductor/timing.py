@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["capture_graph", "time_graph", "time_graphs", "time_plain", "copy_bandwidth", "fp8_peak"]
+__all__ = ["capture_graph", "time_graph", "time_graphs", "time_plain", "host_us", "copy_bandwidth", "fp8_peak"]
 
 
 def _median_ms_events(fn: Callable[[], None], repeats: int) -> list[float]:
@@ -111,6 +112,26 @@ def time_plain(call: Callable[[int], object], n_sets: int, target_ms: float = 2.
             rotation()
 
     return statistics.median(_median_ms_events(body, repeats)) * 1e3 / (rotations * n_sets)
+
+
+def host_us(fn: Callable[[], object], calls: int, repeats: int, warmup: int = 10, sync: bool = False) -> float:
+    """Host microseconds per call: the wall time of ``calls`` back-to-back calls with nothing
+    synchronised inside the loop, median over ``repeats`` loops. On a GPU the launch queue absorbs
+    the kernels (keep ``calls`` in the hundreds, below the queue's depth), so the loop time is the
+    host's; ``sync`` synchronises the device between loops (outside the timed part)."""
+    for _ in range(warmup):
+        fn()
+    if sync:
+        torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - t0) / calls * 1e6)
+        if sync:
+            torch.cuda.synchronize()
+    return statistics.median(samples)
 
 
 def copy_bandwidth(device, nbytes: int = 1 << 30) -> float:

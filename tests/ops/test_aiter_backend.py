@@ -747,13 +747,18 @@ def test_plan_is_built_once_per_m_bucket(platform, monkeypatch):
     assert spy.calls == 4
 
 
-@pytest.mark.parametrize("change", ["reload", "set_mode", "invalidate", "vendor"])
-def test_plan_rebuilt_when_its_inputs_change(platform, monkeypatch, change):
+@pytest.fixture
+def spied(platform, monkeypatch):
+    """An aiter backend on gfx942 whose tuner answers are counted, and one case to call it with."""
     platform("gfx942")
     spy = ChooseSpy({"solution_index": -1})
     monkeypatch.setattr(aiter_backend.tuning, "choose", spy)
-    backend = AiterBackend()
-    case = make_case(8, 32, 64, fp8=torch.float8_e4m3fnuz)
+    return spy, AiterBackend(), make_case(8, 32, 64, fp8=torch.float8_e4m3fnuz)
+
+
+@pytest.mark.parametrize("change", ["reload", "set_mode", "invalidate", "vendor"])
+def test_plan_rebuilt_when_its_inputs_change(spied, monkeypatch, change):
+    spy, backend, case = spied
     backend.run(*case.args)
     backend.run(*case.args)
     assert spy.calls == 1
@@ -771,12 +776,8 @@ def test_plan_rebuilt_when_its_inputs_change(platform, monkeypatch, change):
     assert spy.calls == (1 if change == "vendor" else 2) and backend.counters["plans"] == 2
 
 
-def test_forcing_asks_the_tuner_on_every_call(platform, monkeypatch):
-    platform("gfx942")
-    spy = ChooseSpy({"solution_index": -1})
-    monkeypatch.setattr(aiter_backend.tuning, "choose", spy)
-    backend = AiterBackend()
-    case = make_case(8, 32, 64, fp8=torch.float8_e4m3fnuz)
+def test_forcing_asks_the_tuner_on_every_call(spied):
+    spy, backend, case = spied
     backend.run(*case.args)
     with tuning.forcing():
         backend.run(*case.args)
