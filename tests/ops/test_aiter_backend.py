@@ -790,7 +790,7 @@ def test_forcing_asks_the_tuner_on_every_call(spied):
 def test_online_answer_during_capture_is_not_kept(platform, monkeypatch, tmp_path):
     # While a CUDA graph is captured the tuner answers the heuristic without tuning: the plan must
     # ask again on the next safe call instead of keeping -1 for good.
-    standin = platform("gfx942", solutions=(3, 7, 11))
+    platform("gfx942", solutions=(3, 7, 11))
     tuning.set_cache_dir(tmp_path)
     try:
         tuning.set_mode("online")
