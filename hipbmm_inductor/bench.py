@@ -302,7 +302,7 @@ def plot(result: dict, path: str) -> None:
     ax2.axhline(1.2, color="g", lw=0.8, ls=":")
     ax2.axhline(0.9, color="r", lw=0.8, ls=":")
     ax2.set(xscale="log", xlabel="M (tokens)", ylabel="speedup vs torch._scaled_mm (rowwise)",
-            title=f"speedup, no bias (suite geomean incl. bias: x{result['geomean_speedup']:.2f}); CUDA graphs")
+            title=f"speedup, no bias (geomean of every point run: x{result['geomean_speedup']:.2f}); CUDA graphs")
     ax1.legend(fontsize=7, ncol=2)
     ax2.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -75,7 +75,7 @@ class TritonBackend:
     def availability(self, device: torch.device) -> Availability:
         device = torch.device(device)
         if importlib.util.find_spec("triton") is None:
-            return Availability(False, "triton is not installed (pip install 'hipbmm-inductor[triton]')")
+            return Availability(False, "triton is not installed (from the checkout: pip install -e '.[triton]')")
         # Triton's interpreter runs kernels through numpy, which triton itself does not require.
         no_numpy = importlib.util.find_spec("numpy") is None
         interp_missing = "TRITON_INTERPRET=1, but Triton's interpreter needs numpy, which is not installed (pip install numpy)"

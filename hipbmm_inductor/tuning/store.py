@@ -246,8 +246,8 @@ def _warn_filelock_missing_once() -> None:
     if not _filelock_warning["given"]:
         _filelock_warning["given"] = True
         log.warning(
-            "hipbmm_inductor tuning: the 'filelock' package is not installed (pip install "
-            "'hipbmm-inductor[tune]'); writing the tuning cache without a lock, so processes writing "
+            "hipbmm_inductor tuning: the 'filelock' package is not installed (pip install filelock, "
+            "or from the checkout pip install -e '.[tune]'); writing the tuning cache without a lock, so processes writing "
             "the same file at the same moment may drop each other's new rows"
         )
 
