@@ -10,6 +10,8 @@ it to the sm_90 Gluon kernel (:mod:`.triton_fp8_hopper`), which reads ``BLOCK_M`
 
 from __future__ import annotations
 
+from hipbmm_inductor.tuning.key import m_bucket as _key_bucket
+
 __all__ = ["CONFIG_KEYS", "HOPPER_SMEM_BYTES", "config_space", "fits", "heuristic_config", "hopper_configs", "hopper_smem_bytes", "m_bucket", "make_config",
            "make_hopper_config"]
 
@@ -19,8 +21,9 @@ CONFIG_KEYS = (
 
 
 def m_bucket(M: int) -> int:
-    """The M bucket a config is chosen for: the next power of two, capped at 4096."""
-    return min(4096, 1 << max(0, (int(M) - 1).bit_length()))
+    """The M bucket a config is chosen for: the tuning key's bucket (:func:`tuning.key.m_bucket`,
+    the next power of two), capped at 4096, past which every shape here is compute-bound alike."""
+    return min(4096, _key_bucket(int(M)))
 
 
 def make_config(bm, bn, bk, warps, stages, split_k=1, group_m=8, swap_ab=0, a_tma=0, hopper=0) -> dict:

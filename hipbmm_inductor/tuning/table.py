@@ -20,7 +20,7 @@ from hipbmm_inductor import envs
 
 from . import bench
 from .check import config_problem
-from .key import DeviceInfo, device_info, dtype_name, parse_dtype
+from .key import DeviceInfo, device_info, dtype_name, m_bucket, parse_dtype
 from .record import append_untuned, make_untuned, untuned_path
 from .store import Row, Store, canonical_config, now_utc
 
@@ -112,9 +112,9 @@ class Tuner:
         if table is None:
             table = self.table(A.device)
         M, K = A.shape
-        # The lookup key, built inline (this runs on every GEMM call); the last item is m_bucket(M).
+        # The lookup key: what a cached row is keyed by (backends ask once per launch plan).
         key = (backend, extra_key, A.dtype, B.dtype, out_dtype, None if bias is None else bias.dtype,
-               B.shape[1], K, 1 << (M - 1).bit_length() if M > 1 else 1)
+               B.shape[1], K, m_bucket(M))
         config = table.get(key)
         if config is not None and not (self.force and key not in self._forced_done):
             self.counters["hits"] += 1
