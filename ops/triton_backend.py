@@ -24,7 +24,7 @@ import torch
 from hipbmm_inductor import envs, tuning
 
 from .registry import Availability, register_backend
-from .triton_configs import config_space, heuristic_config, m_bucket
+from .triton_configs import config_bucket, config_space, heuristic_config
 
 __all__ = ["TritonBackend", "KERNEL_VERSION"]
 
@@ -195,7 +195,7 @@ class TritonBackend:
         config, _ = self._resolve(A, B, scale_a, scale_b, bias, out_dtype, fast)
         if config.get("HOPPER", 0) and not self._hopper_usable(A, B):
             M, K = A.shape
-            config = _heuristic(m_bucket(M), B.shape[1], K, fast, False)
+            config = _heuristic(config_bucket(M), B.shape[1], K, fast, False)
         return config, fast
 
     def launch_stats(self) -> dict:
@@ -217,7 +217,7 @@ class TritonBackend:
         hopper = self._hopper_usable(A, B)
         return tuning.resolve(
             "triton", A, B, scale_a, scale_b, bias, out_dtype,
-            default=_heuristic(m_bucket(M), N, K, fast, hopper),
+            default=_heuristic(config_bucket(M), N, K, fast, hopper),
             candidates=lambda: config_space(M, N, K, fast, hopper),
             run=_tuner_run(fast),
             extra_key=_EXTRA_KEYS[fast, hopper],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hipbmm_inductor.tuning.key import m_bucket as _key_bucket
 
-__all__ = ["CONFIG_KEYS", "HOPPER_SMEM_BYTES", "config_space", "fits", "heuristic_config", "hopper_configs", "hopper_smem_bytes", "m_bucket", "make_config",
+__all__ = ["CONFIG_KEYS", "HOPPER_SMEM_BYTES", "config_space", "fits", "heuristic_config", "hopper_configs", "hopper_smem_bytes", "config_bucket", "make_config",
            "make_hopper_config"]
 
 CONFIG_KEYS = (
@@ -20,7 +20,7 @@ CONFIG_KEYS = (
 )
 
 
-def m_bucket(M: int) -> int:
+def config_bucket(M: int) -> int:
     """The M bucket a config is chosen for: the tuning key's bucket (:func:`tuning.key.m_bucket`,
     the next power of two), capped at 4096, past which every shape here is compute-bound alike."""
     return min(4096, _key_bucket(int(M)))
@@ -68,7 +68,7 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
     (``benchmarks/results/h100/sweep_*.json``): at most ~130 configs per shape, so an online
     search costs seconds of compiling and timing, not minutes (``tune --max-candidates`` cuts it).
     """
-    b = m_bucket(M)
+    b = config_bucket(M)
     out = []
     if b <= 64:
         for bm in ([16] if b <= 16 else [16, 64]):
@@ -143,7 +143,7 @@ def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: b
     - larger: 256 x 128 x 128 tiles, 8 warps, A through TMA; 3 stages promoted, 4 swapped
       (``sweep_large_m.json``, ``sweep_promoted_portable.json``, ``sweep_fast_large_m.json``).
     """
-    b = m_bucket(M)
+    b = config_bucket(M)
     wide = N > 8192
     use_hopper = hopper and K % 128 == 0 and N >= 64
     if b <= 16 and not use_hopper:

@@ -94,5 +94,5 @@ def test_hopper_space_is_what_the_kernel_takes():
         assert C.hopper_smem_bytes(cfg) > cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"]
 
 
-def test_m_bucket():
-    assert [C.m_bucket(m) for m in (1, 2, 16, 17, 64, 65, 4096, 10000)] == [1, 2, 16, 32, 64, 128, 4096, 4096]
+def test_config_bucket_is_the_tuning_bucket_capped():
+    assert [C.config_bucket(m) for m in (1, 2, 16, 17, 64, 65, 4096, 10000)] == [1, 2, 16, 32, 64, 128, 4096, 4096]

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from hipbmm_inductor import cli, tuning
 from hipbmm_inductor.ops.triton_backend import KERNEL_VERSION, TritonBackend
-from hipbmm_inductor.ops.triton_configs import CONFIG_KEYS, config_space, heuristic_config, hopper_configs, m_bucket
-from hipbmm_inductor.tuning.key import device_info
+from hipbmm_inductor.ops.triton_configs import CONFIG_KEYS, config_space, heuristic_config, hopper_configs
+from hipbmm_inductor.tuning.key import device_info, m_bucket
 from hipbmm_inductor.tuning.store import Row, Store, canonical_config, read_rows, render
 
 from . import fakes

@@ -71,7 +71,8 @@ def test_unusable_cached_configs_fall_back_to_the_heuristic_on_the_gpu(tuning_en
 
     from hipbmm_inductor import envs, hipb_mm_fp8, set_backend, tuning
     from hipbmm_inductor.ops.triton_backend import _EXTRA_KEYS
-    from hipbmm_inductor.ops.triton_configs import config_space, heuristic_config, hopper_configs, m_bucket
+    from hipbmm_inductor.ops.triton_configs import config_space, heuristic_config, hopper_configs
+    from hipbmm_inductor.tuning.key import m_bucket
     from hipbmm_inductor.ops.triton_fp8_gemm import hopper_path
     from hipbmm_inductor.tuning.key import device_info
     from hipbmm_inductor.tuning.store import Row, Store, canonical_config
