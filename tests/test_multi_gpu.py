@@ -2,7 +2,7 @@
 GPUs, two tuning processes sharing one cache folder, and tensors on two GPUs rejected.
 
 Every test here needs two NVIDIA GPUs and skips otherwise (the single-GPU part of the device
-guard is tested in ``tests/ops/test_triton_plan.py``). Tolerances: ``inputs.assert_close_to_truth``
+guard is tested in ``tests/ops/test_triton_plan_gpu.py``). Tolerances: ``inputs.assert_close_to_truth``
 (one bf16 ulp plus the fp32 accumulation bound against float64 truth).
 """
 
