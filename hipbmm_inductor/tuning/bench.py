@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .store import canonical_config
+from .rows import canonical_config
 
 __all__ = [
     "Timer",

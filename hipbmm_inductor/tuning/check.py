@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .store import Row
+from .rows import Row
 
 __all__ = ["config_problem"]
 

@@ -271,7 +271,7 @@ def _stores(args: argparse.Namespace):
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from .key import device_info
-    from .store import read_rows
+    from .rows import read_rows
 
     from .check import config_problem
 
@@ -320,7 +320,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
     from .key import device_info, safe_arch
     from .record import untuned_path
-    from .store import file_lock
+    from .files import file_lock
 
     store = _stores(args)
     info = device_info(_device(args.device))
@@ -357,7 +357,8 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .key import device_info, safe_arch
-    from .store import read_rows, render, write_atomically
+    from .files import write_atomically
+    from .rows import read_rows, render
 
     store = _stores(args)
     info = device_info(_device(args.device))
@@ -391,7 +392,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     from .check import config_problem
     from .key import device_info
-    from .store import read_rows
+    from .rows import read_rows
 
     store = _stores(args)
     info = device_info(_device(args.device))

@@ -18,7 +18,8 @@ import logging
 import os
 from dataclasses import dataclass
 from .key import safe_arch
-from .store import file_lock, now_utc
+from .files import file_lock
+from .rows import now_utc
 
 __all__ = ["UNTUNED_COLUMNS", "UntunedShape", "untuned_path", "append_untuned", "read_untuned", "make_untuned"]
 
@@ -88,7 +89,7 @@ def append_untuned(path: str, shape: UntunedShape) -> None:
 def read_untuned(path: str) -> tuple[list[UntunedShape], int]:
     """The shapes in a record file (duplicates removed) and the number of unreadable lines."""
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        lines = [ln.rstrip("\r") for ln in f.read().split("\n")]  # not splitlines(): see store.read_rows
+        lines = [ln.rstrip("\r") for ln in f.read().split("\n")]  # not splitlines(): see rows.read_rows
     lines = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
     if lines and lines[0].strip() == _HEADER:
         lines = lines[1:]

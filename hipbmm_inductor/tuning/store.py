@@ -33,347 +33,19 @@ Rules, each answering a weak point of aiter's ``hip_online_tuning_res.csv`` (doc
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import glob
-import io
-import json
 import logging
-import math
 import os
-import secrets
-import socket
-import stat
 import threading
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
+from .files import file_lock, write_atomically
 from .key import safe_arch
+from .rows import LoadResult, Row, newer, now_utc, read_rows, render, row_line
 
-__all__ = [
-    "COLUMNS",
-    "Row",
-    "LoadResult",
-    "read_rows",
-    "Store",
-    "file_lock",
-    "write_atomically",
-    "canonical_config",
-    "now_utc",
-    "newer",
-]
+__all__ = ["Store", "WriteReport"]
 
 log = logging.getLogger("hipbmm_inductor")
-
-FORMAT_LINE = "# hipbmm_inductor tuning cache, format 1. One row per tuned GEMM; rows carry their own versions."
-COLUMNS = (
-    "backend", "arch", "device_name", "versions", "a_dtype", "b_dtype", "out_dtype", "bias",
-    "n", "k", "m_bucket", "extra", "config", "time_us", "default_time_us", "measured_at",
-)
-HEADER = ",".join(COLUMNS)
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def now_utc() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime(_TIME_FORMAT)
-
-
-def canonical_config(config: dict) -> str:
-    """The one JSON spelling of a config (sorted keys), used for storage and de-duplication."""
-    if not isinstance(config, dict):
-        raise TypeError(f"a tuning config must be a dict, got {type(config).__name__}")
-    return json.dumps(config, sort_keys=True, separators=(", ", ": "))
-
-
-@dataclass(frozen=True)
-class Row:
-    backend: str
-    arch: str
-    device_name: str
-    versions: str
-    a_dtype: str
-    b_dtype: str
-    out_dtype: str
-    bias: str
-    n: int
-    k: int
-    m_bucket: int
-    extra: str
-    config: str  # canonical JSON
-    time_us: float
-    default_time_us: float
-    measured_at: str
-
-    def key(self) -> tuple:
-        """Upsert key: everything but the measured value."""
-        return (self.backend, self.arch, self.device_name, self.versions, self.a_dtype, self.b_dtype,
-                self.out_dtype, self.bias, self.n, self.k, self.m_bucket, self.extra)
-
-    def config_dict(self) -> dict:
-        return json.loads(self.config)
-
-    def to_fields(self) -> list[str]:
-        return [
-            self.backend, self.arch, self.device_name, self.versions, self.a_dtype, self.b_dtype,
-            self.out_dtype, self.bias, str(self.n), str(self.k), str(self.m_bucket), self.extra,
-            self.config, f"{self.time_us:.3f}", f"{self.default_time_us:.3f}", self.measured_at,
-        ]
-
-    @classmethod
-    def from_fields(cls, fields: list[str]) -> "Row":
-        """Parse and validate one CSV record; ``ValueError`` says what is wrong with it."""
-        if len(fields) != len(COLUMNS):
-            raise ValueError(f"expected {len(COLUMNS)} fields, got {len(fields)}")
-        d = dict(zip(COLUMNS, fields))
-        for name in ("backend", "arch", "device_name", "versions", "a_dtype", "b_dtype", "out_dtype", "bias"):
-            if not d[name].strip():
-                raise ValueError(f"empty {name}")
-        ints = {}
-        for name in ("n", "k", "m_bucket"):
-            ints[name] = int(d[name])
-            if ints[name] <= 0:
-                raise ValueError(f"{name}={ints[name]} is not positive")
-        if ints["m_bucket"] & (ints["m_bucket"] - 1):
-            raise ValueError(f"m_bucket={ints['m_bucket']} is not a power of two")
-        config = json.loads(d["config"])
-        if not isinstance(config, dict):
-            raise ValueError("config is not a JSON object")
-        times = {}
-        for name in ("time_us", "default_time_us"):
-            times[name] = float(d[name])
-            if not math.isfinite(times[name]) or times[name] < 0:
-                raise ValueError(f"{name}={d[name]!r} is not a finite non-negative number")
-        _dt.datetime.strptime(d["measured_at"], _TIME_FORMAT)  # a truncated timestamp fails here
-        return cls(
-            backend=d["backend"], arch=d["arch"], device_name=d["device_name"], versions=d["versions"],
-            a_dtype=d["a_dtype"], b_dtype=d["b_dtype"], out_dtype=d["out_dtype"], bias=d["bias"],
-            extra=d["extra"], config=canonical_config(config), measured_at=d["measured_at"],
-            **ints, **times,
-        )
-
-
-def newer(a: Row, b: Row) -> bool:
-    """The duplicate rule: whether ``a`` replaces ``b`` (same key): measured later, or at the same
-    second (``a`` is then the later one in the file, or the one being written)."""
-    return a.measured_at >= b.measured_at
-
-
-@dataclass
-class LoadResult:
-    rows: list[Row] = field(default_factory=list)  # one per key (the duplicate rule applied)
-    bad_lines: list[str] = field(default_factory=list)  # raw text of every line that did not parse
-    duplicates: list[tuple[str, Row]] = field(default_factory=list)  # (raw line dropped, the row kept)
-    problems: list[str] = field(default_factory=list)  # one phrase per kind of damage
-    cleared_at: str = ""  # the "# cleared_at=" mark of `cache clear`, if any
-
-
-_CLEARED = "# cleared_at="
-
-
-def read_rows(path: str) -> LoadResult:
-    """Every valid row of a tuning CSV, plus the raw lines that are not (never raises for content)."""
-    result = LoadResult()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, NotADirectoryError):  # no file yet (or no folder): an empty cache
-        return result
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        # Not "\ufffd in text": U+FFFD is a valid character a device name may hold (found by
-        # test_rows_round_trip); only a failed strict decode means damaged bytes.
-        text = raw.decode("utf-8", errors="replace")
-        result.problems.append("bytes that are not UTF-8")
-    if text and not text.endswith("\n"):
-        # Our writer always ends with a newline: a missing one means the file was cut short.
-        result.problems.append("a truncated last line")
-    # split("\n"), not splitlines(): the latter also breaks at \x1c-\x1e, \x85 and \u2028, which
-    # may appear inside a quoted device name or config (found by test_rows_round_trip).
-    lines = [ln.rstrip("\r") for ln in text.split("\n")]
-    for ln in lines:
-        if ln.startswith(_CLEARED):
-            result.cleared_at = max(result.cleared_at, ln[len(_CLEARED):].strip())
-    lines = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
-    if lines and lines[0].strip() == HEADER:
-        lines = lines[1:]
-    elif lines:
-        result.problems.append("a missing or unexpected column header")
-    by_key: dict[tuple, tuple[Row, str]] = {}
-    for line in lines:
-        try:
-            records = list(csv.reader([line]))
-            if len(records) != 1:
-                raise ValueError("not one CSV record")
-            row = Row.from_fields(records[0])
-        except (ValueError, csv.Error) as e:  # json.JSONDecodeError is a ValueError
-            result.bad_lines.append(line)
-            if "garbage rows" not in result.problems:
-                result.problems.append("garbage rows")
-            log.debug("tuning cache %s: skipped line %r (%s)", path, line[:120], e)
-            continue
-        seen = by_key.get(row.key())
-        if seen is None:
-            by_key[row.key()] = (row, line)
-        elif newer(row, seen[0]):
-            result.duplicates.append((seen[1], row))
-            by_key[row.key()] = (row, line)
-        else:
-            result.duplicates.append((line, seen[0]))
-    if result.duplicates:
-        result.problems.append(f"{len(result.duplicates)} duplicated key(s) (the row measured last is kept)")
-    result.rows = [row for row, _ in by_key.values()]
-    return result
-
-
-def render(rows: Iterable[Row], arch: str, written_by: str, cleared_at: str = "") -> str:
-    out = io.StringIO()
-    out.write(f"{FORMAT_LINE}\n# arch={arch}\n# written_by={written_by}\n")
-    if cleared_at:
-        out.write(f"{_CLEARED}{cleared_at}\n")
-    out.write(f"{HEADER}\n")
-    writer = csv.writer(out, lineterminator="\n")
-    for row in sorted(rows, key=lambda r: tuple(str(x) for x in r.key())):
-        writer.writerow(row.to_fields())
-    return out.getvalue()
-
-
-_filelock_warning = {"given": False}  # one warning per process
-
-
-def _warn_filelock_missing_once() -> None:
-    if not _filelock_warning["given"]:
-        _filelock_warning["given"] = True
-        log.warning(
-            "hipbmm_inductor tuning: the 'filelock' package is not installed (pip install filelock, "
-            "or from the checkout pip install -e '.[tune]'); writing the tuning cache without a lock, so processes writing "
-            "the same file at the same moment may drop each other's new rows"
-        )
-
-
-def _umask() -> int:
-    """The process's umask (only filelock releases before 4 need it, to create the lock file)."""
-    try:  # Linux: readable without changing it
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    with _umask_lock:  # os.umask sets as it reads: put it straight back
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-_umask_lock = threading.Lock()
-
-
-@contextmanager
-def file_lock(path: str, timeout: float = 60.0) -> Iterator[bool]:
-    """Exclusive lock on ``path`` across processes (``<path>.lock``, never deleted), via the filelock
-    package; yields ``False`` when filelock is missing and nothing is locked."""
-    try:
-        import filelock
-    except ImportError:
-        _warn_filelock_missing_once()
-        yield False
-        return
-    # NOTE: filelock's FileLock is fcntl/msvcrt-based on local disks and degrades to a soft
-    # (lock-file existence) lock on file systems without fcntl; both are released by the OS or
-    # by the timeout if a holder crashes. filelock >= 4 creates the lock file under the umask when
-    # no mode is given; earlier releases chmod it to their default 0o644, which locks out the
-    # other users of a shared folder, so those get the umask's mode explicitly.
-    kwargs = {}
-    if int(filelock.__version__.split(".")[0]) < 4:
-        kwargs["mode"] = (0o666 & ~_umask()) | 0o600
-    with filelock.FileLock(path + ".lock", timeout=timeout, **kwargs):
-        yield True
-
-
-_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:64] or "host"
-
-
-def _tmp_path(real: str) -> str:
-    # Host and pid in the name: a writer without the lock (an export) can tell a dead writer's
-    # leftover from a live one's file.
-    return f"{real}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, under another user
-        return True
-    return True
-
-
-def _remove_orphans(real: str, locked: bool) -> None:
-    """Delete temporary files of ``real`` left by killed writers.
-
-    Under the file's lock no other writer of it is mid-write, so every one is an orphan; without
-    the lock (exports, no filelock) only those of dead processes on this host are.
-    """
-    for tmp in glob.glob(glob.escape(real) + ".*.tmp"):
-        if not locked:
-            parts = tmp[len(real) + 1:].split(".")
-            if len(parts) != 4 or parts[0] != _HOST or not parts[1].isdigit() or _alive(int(parts[1])):
-                continue
-        try:
-            os.unlink(tmp)
-            log.info("hipbmm_inductor tuning: removed %s, left by a writer that did not finish", tmp)
-        except OSError:
-            pass
-
-
-def write_atomically(path: str, text: str, locked: bool = False) -> None:
-    """Replace ``path``'s contents with ``text``: all of it or nothing, even on a full disk or a crash.
-
-    A symlink is followed (the target is replaced, the link kept). An existing file keeps its mode
-    (and owner, where allowed); a new one gets the umask's. ``locked``: the caller holds
-    ``file_lock(path)``, so any temporary file of ``path`` is an orphan and is deleted.
-    """
-    real = os.path.realpath(path)
-    folder = os.path.dirname(real) or "."
-    _remove_orphans(real, locked)
-    try:
-        old = os.stat(real)
-    except FileNotFoundError:
-        old = None
-    tmp = _tmp_path(real)
-    # 0o666 through os.open: the kernel applies the umask (and a folder's default ACL), as for
-    # any file the user creates. (tempfile.mkstemp would make it 0o600.)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            if old is not None:
-                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
-                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-                    try:  # root (or a member of the group) can keep the owner; others cannot
-                        os.fchown(f.fileno(), old.st_uid, old.st_gid)
-                    except OSError:
-                        pass
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, real)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable (POSIX); not possible on every platform
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -475,10 +147,10 @@ class Store:
                 report.added += 1
             elif newer(row, old):
                 report.replaced += 1
-                removed.append((_line(old), f"replaced by a row measured at {row.measured_at} ({source})"))
+                removed.append((row_line(old), f"replaced by a row measured at {row.measured_at} ({source})"))
             else:
                 report.kept_newer += 1
-                removed.append((_line(row), f"not written ({source}): the file's row was measured later, at "
+                removed.append((row_line(row), f"not written ({source}): the file's row was measured later, at "
                                             f"{old.measured_at}"))
                 continue
             rows[row.key()] = row
@@ -498,7 +170,7 @@ class Store:
                 for row in pending.values():
                     if loaded.cleared_at and row.measured_at < loaded.cleared_at:
                         report.dropped += 1  # measured before a `cache clear`: do not undo it
-                        removed.append((_line(row), f"not written: measured before the cache was cleared "
+                        removed.append((row_line(row), f"not written: measured before the cache was cleared "
                                                     f"at {loaded.cleared_at}"))
                     else:
                         incoming.append(row)
@@ -564,7 +236,7 @@ class Store:
             report.dropped = len(loaded.rows)
             loaded.cleared_at = stamp
             # Rows this process could not write yet are cleared too, but recorded.
-            removed.extend((_line(r), "cleared before it reached the file")
+            removed.extend((row_line(r), "cleared before it reached the file")
                            for r in self._pending.get(arch, {}).values())
             return {}
 
@@ -584,9 +256,3 @@ class Store:
             if name.startswith("tuning-") and name.endswith(".csv"):
                 out.append((name[len("tuning-"):-len(".csv")], os.path.join(self.folder, name)))
         return out
-
-
-def _line(row: Row) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(row.to_fields())
-    return out.getvalue()

@@ -22,7 +22,8 @@ from . import bench
 from .check import config_problem
 from .key import DeviceInfo, device_info, dtype_name, m_bucket, parse_dtype
 from .record import append_untuned, make_untuned, untuned_path
-from .store import Row, Store, canonical_config, now_utc
+from .rows import Row, canonical_config, now_utc
+from .store import Store
 
 __all__ = ["Tuner", "COUNTER_NAMES"]
 

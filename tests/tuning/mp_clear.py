@@ -13,7 +13,8 @@ import json
 import sys
 import time
 
-from hipbmm_inductor.tuning.store import Row, Store, now_utc
+from hipbmm_inductor.tuning.rows import Row, now_utc
+from hipbmm_inductor.tuning.store import Store
 
 
 def row(worker: int, i: int) -> Row:
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> None:
             log.write(json.dumps({"clear_start": t0, "clear_end": time.time()}) + "\n")
             log.flush()
     elif what == "import":
-        from hipbmm_inductor.tuning.store import read_rows
+        from hipbmm_inductor.tuning.rows import read_rows
 
         rows = read_rows(argv[2]).rows
         t0 = time.time()

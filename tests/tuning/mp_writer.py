@@ -9,7 +9,8 @@ import random
 import sys
 import time
 
-from hipbmm_inductor.tuning.store import Row, Store
+from hipbmm_inductor.tuning.rows import Row
+from hipbmm_inductor.tuning.store import Store
 
 
 def main(folder: str, worker: int, rows: int) -> None:

@@ -259,7 +259,8 @@ def test_env_table_documents_tuning_variables():
 def test_online_miss_rereads_file_before_tuning(tuning_env):
     """A shape another process tuned after this one loaded its table is not tuned again."""
     from hipbmm_inductor.tuning.key import device_info
-    from hipbmm_inductor.tuning.store import Row, Store
+    from hipbmm_inductor.tuning.rows import Row
+    from hipbmm_inductor.tuning.store import Store
 
     tuning.set_mode("online")
     fakes.choose(*fakes.inputs(N=32))  # loads the (empty) table, tunes one shape

@@ -12,7 +12,8 @@ import pytest
 
 from hipbmm_inductor import cli, envs, tuning
 from hipbmm_inductor.tuning.cli import parse_shape
-from hipbmm_inductor.tuning.store import Store, read_rows
+from hipbmm_inductor.tuning.rows import read_rows
+from hipbmm_inductor.tuning.store import Store
 
 from . import fakes
 

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from hipbmm_inductor.tuning.store import Row, Store, read_rows, render
+from hipbmm_inductor.tuning.rows import Row, read_rows, render
+from hipbmm_inductor.tuning.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,8 @@ from hipbmm_inductor import cli, tuning
 from hipbmm_inductor.ops.triton_backend import KERNEL_VERSION, TritonBackend
 from hipbmm_inductor.ops.triton_configs import CONFIG_KEYS, config_space, heuristic_config, hopper_configs
 from hipbmm_inductor.tuning.key import device_info, m_bucket
-from hipbmm_inductor.tuning.store import Row, Store, canonical_config, read_rows, render
+from hipbmm_inductor.tuning.rows import Row, canonical_config, read_rows, render
+from hipbmm_inductor.tuning.store import Store
 
 from . import fakes
 

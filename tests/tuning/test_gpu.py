@@ -75,7 +75,8 @@ def test_unusable_cached_configs_fall_back_to_the_heuristic_on_the_gpu(tuning_en
     from hipbmm_inductor.tuning.key import m_bucket
     from hipbmm_inductor.ops.triton_fp8_gemm import hopper_path
     from hipbmm_inductor.tuning.key import device_info
-    from hipbmm_inductor.tuning.store import Row, Store, canonical_config
+    from hipbmm_inductor.tuning.rows import Row, canonical_config
+    from hipbmm_inductor.tuning.store import Store
     from tests.ops.inputs import assert_close_to_truth, make_case
 
     dev = torch.device("cuda", torch.cuda.current_device())

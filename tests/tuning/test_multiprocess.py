@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hipbmm_inductor.tuning.store import Store, read_rows
+from hipbmm_inductor.tuning.rows import read_rows
+from hipbmm_inductor.tuning.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS, ROWS = 4, 12

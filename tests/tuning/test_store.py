@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from hipbmm_inductor import tuning
 from hipbmm_inductor.tuning import store as store_mod
+from hipbmm_inductor.tuning import files as files_mod
 from hipbmm_inductor.tuning.key import device_info
-from hipbmm_inductor.tuning.store import HEADER, Row, Store, read_rows, render
+from hipbmm_inductor.tuning.rows import HEADER, Row, read_rows, render
+from hipbmm_inductor.tuning.store import Store
 
 from . import fakes
 
@@ -186,7 +188,7 @@ def test_each_tuned_shape_is_on_disk_immediately(tuning_env):
 
 def test_filelock_missing_warns_once_and_still_writes(tuning_env, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "filelock", None)  # import filelock -> ImportError
-    monkeypatch.setitem(store_mod._filelock_warning, "given", False)
+    monkeypatch.setitem(files_mod._filelock_warning, "given", False)
     s = Store(str(tuning_env))
     with caplog.at_level(logging.WARNING, logger="hipbmm_inductor"):
         assert s.upsert("cpu", [_row(n=64)], "x")

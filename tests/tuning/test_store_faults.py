@@ -19,8 +19,10 @@ import torch
 
 from hipbmm_inductor import cli, tuning
 from hipbmm_inductor.tuning import store as store_mod
+from hipbmm_inductor.tuning import files as files_mod
 from hipbmm_inductor.tuning.key import device_info
-from hipbmm_inductor.tuning.store import Row, Store, read_rows, render
+from hipbmm_inductor.tuning.rows import Row, read_rows, render, row_line
+from hipbmm_inductor.tuning.store import Store
 
 from . import fakes
 from .faults import fill, mount_or_skip, read_only, small_tmpfs
@@ -191,8 +193,8 @@ def test_orphan_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tuning
 
 def test_export_leaves_a_live_writers_temp_file_alone(tmp_path):
     dest = tmp_path / "ship.csv"
-    live = Path(f"{dest}.{store_mod._HOST}.{os.getpid()}.0000.tmp")  # this process: alive
-    dead = Path(f"{dest}.{store_mod._HOST}.{2**22 + 7}.0000.tmp")  # above pid_max's default: dead
+    live = Path(f"{dest}.{files_mod._HOST}.{os.getpid()}.0000.tmp")  # this process: alive
+    dead = Path(f"{dest}.{files_mod._HOST}.{2**22 + 7}.0000.tmp")  # above pid_max's default: dead
     live.write_text("x")
     dead.write_text("x")
     store_mod.write_atomically(str(dest), "new\n")
@@ -207,7 +209,7 @@ def test_duplicate_keys_latest_measurement_wins_and_each_is_recorded(tuning_env,
     older = _row(config='{"cost": 9.0}', measured_at="2026-11-24T00:00:00Z")
     tie_first = _row(n=128, config='{"cost": 7.0}')
     tie_second = _row(n=128, config='{"cost": 6.0}')
-    text = render([], "cpu", "x") + "".join(store_mod._line(r) + "\n" for r in (newest, older, tie_first, tie_second))
+    text = render([], "cpu", "x") + "".join(row_line(r) + "\n" for r in (newest, older, tie_first, tie_second))
     Path(s.path("cpu")).write_text(text)
     loaded = read_rows(s.path("cpu"))
     assert {r.n: r.config for r in loaded.rows} == {64: newest.config, 128: tie_second.config}
@@ -219,7 +221,7 @@ def test_duplicate_keys_latest_measurement_wins_and_each_is_recorded(tuning_env,
     assert s.upsert("cpu", [_row(n=256)], "x")  # the next write records what it dropped
     rejected = Path(s.path("cpu") + ".rejected").read_text()
     assert rejected.count("duplicate key: kept the row measured at") == 2
-    assert store_mod._line(older) in rejected and store_mod._line(tie_first) in rejected
+    assert row_line(older) in rejected and row_line(tie_first) in rejected
     again = read_rows(s.path("cpu"))
     assert not again.duplicates and {r.n for r in again.rows} == {64, 128, 256}
 
@@ -305,7 +307,7 @@ def test_rows_a_running_process_measured_before_a_clear_are_not_written_back(tun
     assert running.upsert("cpu", [_row(n=128, measured_at=store_mod.now_utc())], "x")
     assert _ns(running.path("cpu")) == {128}  # the pending pre-clear row did not come back
     rejected = Path(running.path("cpu") + ".rejected").read_text()
-    assert "measured before the cache was cleared" in rejected and store_mod._line(_row(n=64)) in rejected
+    assert "measured before the cache was cleared" in rejected and row_line(_row(n=64)) in rejected
 
 
 @pytest.mark.usefixtures("fake_backend")
