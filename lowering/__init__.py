@@ -14,8 +14,10 @@ shuffled once, at compile time. See docs/lowering.md.
   this by itself, when Inductor loads); call it again after setting your own
   ``joint_custom_pre_pass`` to have it wrapped instead of replaced.
 
-Modules: :mod:`.patterns` (forms, checks, rewrite), :mod:`.pass_` (registration, cache key),
-:mod:`.hook` (lazy install), :mod:`.counters`.
+Modules: :mod:`.patterns` (the forms: what each looks like in the graph and how it is read),
+:mod:`.gemm` (what a candidate is, the graph readers they share), :mod:`.checks` (when a candidate
+is skipped), :mod:`.rewrite` (the rewrite), :mod:`.pass_` (registration, cache key), :mod:`.hook`
+(lazy install), :mod:`.counters`.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def _policy() -> list:
     rules (``routing_version``, for a backend that routes by shape) and its per-device answer."""
     from hipbmm_inductor.ops import registry
 
-    from .patterns import explicit_backend
+    from .gemm import explicit_backend
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out = []
@@ -98,7 +98,8 @@ def fingerprint() -> str:
     Never raises: an invalid ``HIPBMM_LOWERING`` enters the key as its error message (the key
     still changes with the value); only a compile that has a candidate reports it.
     """
-    from .patterns import LoweringSettingError, lowering_enabled
+    from . import LoweringSettingError
+    from .gemm import lowering_enabled
 
     try:
         enabled: object = lowering_enabled()
@@ -130,7 +131,8 @@ def note_candidates_without_freezing(graph: torch.fx.Graph) -> None:
     import torch._inductor.config as config
 
     from .counters import record_skip
-    from .patterns import DISABLED, find_candidates, lowering_enabled
+    from .gemm import DISABLED, lowering_enabled
+    from .patterns import find_candidates
 
     # NOTE: the condition compile_fx uses to pick its freezing forward compiler (2.11 to 2.13).
     if config.freezing and not torch.is_grad_enabled():

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from hipbmm_inductor import envs, lowering
 from hipbmm_inductor.demo import FP8Linear
-from hipbmm_inductor.lowering import patterns
+from hipbmm_inductor.lowering import checks, gemm, patterns
+from hipbmm_inductor.lowering import rewrite as rewrite_mod
 
 from .conftest import assert_close_to_eager, compile_and_run, hipb_weight_operands
 
@@ -27,12 +28,12 @@ def _boom(*args, **kwargs):
 @pytest.mark.parametrize("where", ["check", "extract", "rewrite"])
 def test_failure_inside_the_pass_is_logged_counted_and_leaves_the_graph(fresh, monkeypatch, caplog, where):
     if where == "check":
-        monkeypatch.setattr(patterns, "CHECKS", (patterns.fp8_operands, _boom))
+        monkeypatch.setattr(checks, "CHECKS", (checks.fp8_operands, _boom))
     elif where == "extract":
         monkeypatch.setattr(patterns, "_looks_per_channel", _boom)  # used by the channelwise extractor only
     else:
         # Fail half way through building the replacement: after the packed weight was inserted.
-        monkeypatch.setattr(patterns, "_scale_b", _boom)
+        monkeypatch.setattr(rewrite_mod, "_scale_b", _boom)
     m = FP8Linear(128, 64, form="channelwise", bias=True, seed=21).eval()
     x = torch.randn(9, 128, dtype=torch.bfloat16)
     ref = m(x)
@@ -245,8 +246,8 @@ def test_unit_constant_is_read_outside_fake_mode(value, expected):
     gm = fx.GraphModule(root, graph)
     mode = FakeTensorMode()
     with mode:
-        assert patterns._is_unit_constant(gm, node) is expected
+        assert gemm.is_unit_constant(gm, node) is expected
         fake = mode.from_tensor(torch.ones(1))
     gm.unit = fake  # a fake constant has no value to read: not known to be 1
     with mode:
-        assert patterns._is_unit_constant(gm, node) is False
+        assert gemm.is_unit_constant(gm, node) is False
