@@ -30,6 +30,7 @@ import torch
 
 import hipbmm_inductor as hi
 from hipbmm_inductor import timing
+from hipbmm_inductor.bench import random_inputs
 
 
 def host_us(fn, calls: int, repeats: int) -> float:
@@ -37,12 +38,9 @@ def host_us(fn, calls: int, repeats: int) -> float:
 
 
 def _inputs(M: int, N: int, K: int, seed: int):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    A = (torch.randn(M, K, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)
-    W = (torch.randn(N, K, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)
-    sa = torch.rand(M, 1, device="cuda", generator=g) * 0.01 + 1e-3
-    sb = torch.rand(1, N, device="cuda", generator=g) * 0.01 + 1e-3
-    return A, W, hi.prepack_weight(W), sa, sb
+    torch.manual_seed(seed)
+    s = random_inputs(M, N, K, torch.float8_e4m3fn, False, "cuda")
+    return s.A, s.W, s.B, s.scale_a, s.scale_b
 
 
 class _Linear(torch.nn.Module):

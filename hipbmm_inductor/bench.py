@@ -45,7 +45,7 @@ from .timing import copy_bandwidth, fp8_peak, time_graph, time_graphs, time_plai
 
 log = logging.getLogger("hipbmm_inductor")
 
-__all__ = ["SUITES", "Record", "run_bench", "register"]
+__all__ = ["SUITES", "Record", "random_inputs", "run_bench", "register"]
 
 SUITES = {
     "llama3-8b": [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)],
@@ -83,25 +83,26 @@ def rotation(M: int, N: int, K: int, l2_bytes: int) -> int:
     return max(2, min(32, math.ceil(3 * l2_bytes / per_call)))
 
 
-def _make_sets(M, N, K, fp8, bias: bool, device, l2_bytes: int, with_bf16: bool) -> list[_Set]:
+def random_inputs(M: int, N: int, K: int, fp8, bias: bool, device, with_bf16: bool = False) -> _Set:
+    """One set of fresh random op inputs, spread over the fp8 range (never zeros: they run faster,
+    METHOD.md), with the plain weight beside its prepacked view."""
     from hipbmm_inductor import prepack_weight
 
-    n_sets = rotation(M, N, K, l2_bytes)
-    sets = []
-    for _ in range(n_sets):
-        # Fresh random data spread over the fp8 range (never zeros: they run faster, METHOD.md).
-        A = (torch.randn(M, K, device=device) * 2).to(fp8)
-        W = (torch.randn(N, K, device=device) * 2).to(fp8)
-        s = _Set(
-            A, W, prepack_weight(W),
-            torch.rand(M, 1, device=device) * 0.01 + 1e-3,
-            torch.rand(1, N, device=device) * 0.01 + 1e-3,
-            torch.randn(N, device=device).to(torch.bfloat16) if bias else None,
-        )
-        if with_bf16:
-            s.A16, s.W16 = A.to(torch.bfloat16), W.to(torch.bfloat16)
-        sets.append(s)
-    return sets
+    A = (torch.randn(M, K, device=device) * 2).to(fp8)
+    W = (torch.randn(N, K, device=device) * 2).to(fp8)
+    s = _Set(
+        A, W, prepack_weight(W),
+        torch.rand(M, 1, device=device) * 0.01 + 1e-3,
+        torch.rand(1, N, device=device) * 0.01 + 1e-3,
+        torch.randn(N, device=device).to(torch.bfloat16) if bias else None,
+    )
+    if with_bf16:
+        s.A16, s.W16 = A.to(torch.bfloat16), W.to(torch.bfloat16)
+    return s
+
+
+def _make_sets(M, N, K, fp8, bias: bool, device, l2_bytes: int, with_bf16: bool) -> list[_Set]:
+    return [random_inputs(M, N, K, fp8, bias, device, with_bf16) for _ in range(rotation(M, N, K, l2_bytes))]
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ class TritonBackend:
         - under CUDA graphs only GPU time counts: x1.26-2.22 at every suite point with M <= 64
           (``h200/suite.json``), a margin wide enough to hold for shapes the suite lacks; at
           M = 256 x0.98-1.29 and from M = 1024 x0.94-1.05, too close to call for an unmeasured
-          shape. The Llama-3-8B block then runs x1.42-1.54 at 1-16 tokens (``h200/block.json``);
+          shape. The Llama-3-8B block then runs x1.37-1.55 at 1-16 tokens (``h200/block.json``);
         - without graphs each call pays its host time inside the compiled graph, where it cost
           12-35 us more than Inductor's own ``_scaled_mm`` call: the block rewritten in the default
           mode ran x0.81-0.85 at 1-512 tokens (``h200/block_triton.json``), x0.85-0.86 with only

@@ -18,6 +18,7 @@ import torch
 
 import hipbmm_inductor as hi
 from hipbmm_inductor import tuning
+from hipbmm_inductor.ops import registry
 
 from .ops.inputs import assert_close_to_truth, make_case
 
@@ -43,8 +44,16 @@ def test_inputs_on_cuda1_launch_on_cuda1s_current_stream():
     before = torch.cuda.memory_allocated(0)
     with torch.cuda.stream(side):  # cuda:1's current stream is `side`; cuda:0 stays current
         assert torch.cuda.current_device() == 0
-        outs = [hi.hipb_mm_fp8(*c.args) for _ in range(3)]
-        side.synchronize()  # a launch on another stream would race the check below
+        outs = [hi.hipb_mm_fp8(*c.args)]  # builds the plan (through Triton, on its current stream)
+        plan = next(p for k, p in registry.get_backend("triton")._plans.items() if k[0] == torch.device("cuda:1"))
+        streams = []
+        if plan.fast is not None:  # record the stream every relaunch is given (its 4th argument)
+            raw = plan.fast.launch_raw
+            plan.fast.launch_raw = lambda *a: (streams.append(a[3]), raw(*a))
+        outs += [hi.hipb_mm_fp8(*c.args) for _ in range(2)]
+        side.synchronize()
+    if plan.fast is not None:
+        assert streams == [side.cuda_stream] * 2, "a relaunch did not go to cuda:1's current stream"
     assert torch.cuda.memory_allocated(0) == before, "the calls allocated on cuda:0"
     assert torch.cuda.current_device() == 0
     for o in outs:
