@@ -19,7 +19,7 @@ matched exactly as the owner matches them, and ``0/false/no/off``.
 | ``HIPBMM_TUNING`` | ``cache`` | ``hipbmm_inductor.tuning.set_mode(mode)`` | ``off`` (heuristic only), ``cache`` (use tuned results, never benchmark), ``online`` (tune on a miss, outside graph capture and tracing). |
 | ``HIPBMM_TUNING_CACHE`` | user cache dir | ``hipbmm_inductor.tuning.set_cache_dir(path)`` | Folder of the tuning CSV files (one per device architecture). |
 | ``HIPBMM_TUNING_RECORD`` | ``0`` | ``hipbmm_inductor.tuning.set_record(True)`` | ``1`` records shapes that ran untuned, for ``tune --from``. |
-| ``HIPBMM_HIP_ONLINE_TUNING`` | ``0`` | ``hipbmm_inductor.tuning.vendor.enable_vendor_online_tuning()`` | ``1`` forwards ``HIP_ONLINE_TUNING=1`` to hipBLASLt before it initialises (aiter backend only; aiter then writes ``./hip_online_tuning_res.csv``). |
+| ``HIPBMM_HIP_ONLINE_TUNING`` | ``0`` | ``hipbmm_inductor.tuning.rocm_online.enable_vendor_online_tuning()`` | ``1`` forwards ``HIP_ONLINE_TUNING=1`` to hipBLASLt before it initialises (aiter backend only; aiter then writes ``./hip_online_tuning_res.csv``). |
 | ``HIP_ONLINE_TUNING`` | unset | -- | aiter/hipBLASLt's own online tuning, on for exactly ``1`` or ``true`` (aiter compares the raw string; ``True`` or ``yes`` are refused here rather than read differently from aiter). Set by hipbmm-inductor only when ``HIPBMM_HIP_ONLINE_TUNING=1``; a value the user set is left alone. |
 | ``HIPBMM_USE_AITER`` | ``1`` | ``envs.set_override("HIPBMM_USE_AITER", False)`` | ``0`` keeps the aiter backend off outside vLLM (``auto`` then takes the next backend; ``HIPBMM_BACKEND=aiter`` fails with the reason). Ignored under vLLM (the ``vllm`` module is imported in the process), where vLLM's own switches decide. |
 | ``VLLM_ROCM_USE_AITER`` | ``0`` | -- | vLLM's switch, read (never set) by the aiter backend under vLLM: the aiter backend is usable there only when it and the next two are all on. vLLM's spellings: ``1``/``true`` (any case) on, ``0``/``false``/``no``/``off`` off; others are refused. |
@@ -119,7 +119,7 @@ _SPECS: dict[str, _Spec] = {
     # kernels on the CPU, which is how CI tests them). Triton reads 1/true/on/yes, any case.
     "TRITON_INTERPRET": _foreign_flag("0", "Triton", ("1", "true", "on", "yes")),
     # aiter/hipBLASLt's own online-tuning switch: read to respect a user's
-    # explicit value; set only by tuning.vendor, when HIPBMM_HIP_ONLINE_TUNING asks for it.
+    # explicit value; set only by tuning.rocm_online, when HIPBMM_HIP_ONLINE_TUNING asks for it.
     # aiter's C++ side compares the raw string with "1" and "true".
     "HIP_ONLINE_TUNING": _foreign_flag("0", "aiter", ("1", "true"), case_sensitive=True),
     # Read, never set, by us: vLLM's switches for its aiter linear path (docs/contract.md, "vLLM"); vLLM

@@ -16,7 +16,7 @@ shuffled once, at compile time. See docs/lowering.md.
 
 Modules: :mod:`.patterns` (the forms: what each looks like in the graph and how it is read),
 :mod:`.gemm` (what a candidate is, the graph readers they share), :mod:`.checks` (when a candidate
-is skipped), :mod:`.rewrite` (the rewrite), :mod:`.pass_` (registration, cache key), :mod:`.hook`
+is skipped), :mod:`.rewrite` (the rewrite), :mod:`.inductor_pass` (registration, cache key), :mod:`.hook`
 (lazy install), :mod:`.counters`.
 """
 
@@ -55,6 +55,6 @@ def disable() -> None:
 
 def install():
     """Install the pass into ``torch._inductor.config`` now (imports Inductor); idempotent."""
-    from .pass_ import install as _install
+    from .inductor_pass import install as _install
 
     return _install()

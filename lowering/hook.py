@@ -21,19 +21,19 @@ log = logging.getLogger("hipbmm_inductor")
 _TARGET = "torch._inductor.config"
 
 
-# Set when Inductor's config finished loading while .pass_ itself was still being imported (its
-# own imports load Inductor): .pass_ then installs at the end of its module body.
+# Set when Inductor's config finished loading while .inductor_pass itself was still being imported (its
+# own imports load Inductor): .inductor_pass then installs at the end of its module body.
 _pending = False
 
 
 def _install() -> None:
     global _pending
-    pass_mod = sys.modules.get(__package__ + ".pass_")
+    pass_mod = sys.modules.get(__package__ + ".inductor_pass")
     if pass_mod is not None and not hasattr(pass_mod, "install"):
-        _pending = True  # `from hipbmm_inductor.lowering import pass_` came first
+        _pending = True  # `from hipbmm_inductor.lowering import inductor_pass` came first
         return
     try:
-        from .pass_ import install
+        from .inductor_pass import install
 
         install()
     except Exception:  # never break the user's import of torch._inductor
@@ -41,7 +41,7 @@ def _install() -> None:
 
 
 def take_pending() -> bool:
-    """True once if an install was deferred to the end of .pass_'s import."""
+    """True once if an install was deferred to the end of .inductor_pass's import."""
     global _pending
     pending, _pending = _pending, False
     return pending

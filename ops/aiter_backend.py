@@ -42,7 +42,7 @@ as aiter's ``gradlib/csrc/hipbsolgemm.cu`` implements it:
 fp8 dtype, N, K, bias dtype, out dtype, M bucket) is resolved once into a :class:`_Plan`: the
 aiter function, the extension, the fp8-flavour check, the probe, the tuner's answer and whether
 aiter's online tuning overrides it (an environment read, snapshotted). A plan is rebuilt after
-:func:`invalidate_plans` (called when ``tuning.vendor`` changes ``HIP_ONLINE_TUNING``, when a
+:func:`invalidate_plans` (called when ``tuning.rocm_online`` changes ``HIP_ONLINE_TUNING``, when a
 shape class loses its solution, and by whoever changes the snapshotted settings), when the tuner
 is replaced (``tuning.reload``, ``set_cache_dir``) or changes mode (``set_mode``), and while
 ``tuning.forcing()`` re-tunes. ``benchmarks/aiter_overhead.py`` measures what the path costs.
@@ -67,8 +67,8 @@ from typing import Optional
 import torch
 
 from hipbmm_inductor import envs, tuning
-from hipbmm_inductor.tuning import bench as tuning_bench
-from hipbmm_inductor.tuning import vendor
+from hipbmm_inductor.tuning import measure
+from hipbmm_inductor.tuning import rocm_online
 from hipbmm_inductor.tuning.key import library_versions
 
 from . import registry
@@ -222,7 +222,7 @@ class _ProcessExtension:
                 # aiter's hipb_mm reads HIP_ONLINE_TUNING on every call; forward the user's
                 # request before the first one (a later os.environ write could race a GEMM
                 # thread's getenv).
-                vendor.forward_hip_online_tuning()
+                rocm_online.forward_hip_online_tuning()
                 with _on_device(device):
                     aiter.hipb_create_extension()
                 self.module, self.device = aiter, key
@@ -471,7 +471,7 @@ class AiterBackend:
         # online mode answers the heuristic without tuning while a CUDA graph is captured: ask again
         # on the next call instead of keeping that answer.
         final = not (config is _HEURISTIC and tuning.get_mode() == "online" and
-                     tuning_bench.unsafe_to_benchmark(args[0]) is not None)
+                     measure.unsafe_to_benchmark(args[0]) is not None)
         return config, final
 
     def _index_of(self, config, N: int, K: int, M: int) -> int:
@@ -611,5 +611,5 @@ def _other_device_reason(bound: tuple[str, int], device: torch.device) -> str:
     )
 
 
-vendor.add_listener(invalidate_plans)
+rocm_online.add_listener(invalidate_plans)
 register_backend(AiterBackend())

@@ -7,7 +7,7 @@ first used and by :func:`reload`; at run time :func:`set_mode`):
 - ``off``: always the backend's default (its heuristic).
 - ``cache`` (default): the cached config for this shape, else the default. Never benchmarks.
   With ``HIPBMM_TUNING_RECORD=1`` untuned shapes are recorded for ``tune --from``.
-- ``online``: on a miss, validate and time the backend's candidates now (see :mod:`.bench`),
+- ``online``: on a miss, validate and time the backend's candidates now (see :mod:`.measure`),
   store the winner, use it. Never during CUDA-graph capture or ``torch.compile`` tracing: there
   the default runs and the shape is recorded to tune later.
 
@@ -28,8 +28,8 @@ from torch import Tensor
 
 from hipbmm_inductor import envs
 
-from .bench import DEFAULT_SETTINGS, BenchSettings
-from .table import COUNTER_NAMES, Tuner
+from .measure import DEFAULT_SETTINGS, BenchSettings
+from .tuner import COUNTER_NAMES, Tuner
 
 __all__ = [
     "choose",

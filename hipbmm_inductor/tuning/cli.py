@@ -218,7 +218,7 @@ def _cached_row(t, info, backend: str, args, spec: ShapeSpec):
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .record import read_untuned, untuned_path
+    from .untuned import read_untuned, untuned_path
 
     from hipbmm_inductor import tuning
 
@@ -273,7 +273,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from .key import device_info
     from .rows import read_rows
 
-    from .check import config_problem
+    from .config_check import config_problem
 
     store = _stores(args)
     info = device_info(_device(args.device))
@@ -319,7 +319,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     from hipbmm_inductor import tuning
 
     from .key import device_info, safe_arch
-    from .record import untuned_path
+    from .untuned import untuned_path
     from .files import file_lock
 
     store = _stores(args)
@@ -390,7 +390,7 @@ def _describe(row) -> str:
 def _cmd_import(args: argparse.Namespace) -> int:
     from hipbmm_inductor import tuning
 
-    from .check import config_problem
+    from .config_check import config_problem
     from .key import device_info
     from .rows import read_rows
 

@@ -32,7 +32,7 @@ def test_import_does_not_load_inductor_and_installs_when_it_loads():
 
 _PROBE_PASS_FIRST = """
 import sys, hipbmm_inductor
-from hipbmm_inductor.lowering import pass_  # its own imports load Inductor's config mid-import
+from hipbmm_inductor.lowering import inductor_pass  # its own imports load Inductor's config mid-import
 import torch._inductor.config as c
 print(type(c.joint_custom_pre_pass).__name__)
 """
@@ -45,7 +45,7 @@ def test_installs_when_the_pass_module_is_imported_first():
 
 
 def test_fingerprint_tracks_enabled_state_and_backend():
-    from hipbmm_inductor.lowering.pass_ import fingerprint
+    from hipbmm_inductor.lowering.inductor_pass import fingerprint
 
     if hipbmm_inductor.envs.is_set("HIPBMM_BACKEND"):
         pytest.skip("HIPBMM_BACKEND is set in the environment")

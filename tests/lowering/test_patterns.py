@@ -297,7 +297,7 @@ def test_composes_with_users_custom_pass(fresh):
     import torch._inductor.config as inductor_config
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
-    from hipbmm_inductor.lowering.pass_ import HipbmmLoweringPass
+    from hipbmm_inductor.lowering.inductor_pass import HipbmmLoweringPass
 
     user = type("UserPass", (_Recorder, CustomGraphPass), {})("user-v1")
     post = type("UserPost", (_Recorder, CustomGraphPass), {})("post-v1")

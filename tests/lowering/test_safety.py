@@ -94,7 +94,7 @@ def test_invalid_setting_fails_where_a_candidate_needs_it(name, allowed):
 
 
 def test_fingerprint_never_raises_and_follows_the_value(monkeypatch):
-    from hipbmm_inductor.lowering.pass_ import fingerprint
+    from hipbmm_inductor.lowering.inductor_pass import fingerprint
 
     monkeypatch.setenv("HIPBMM_LOWERING", "bogus")
     envs.set_override("HIPBMM_LOWERING", None)
@@ -209,7 +209,7 @@ class _Routed:
 
 def test_shape_routing_is_asked_and_keys_the_cache(fresh, monkeypatch):
     import hipbmm_inductor
-    from hipbmm_inductor.lowering.pass_ import fingerprint
+    from hipbmm_inductor.lowering.inductor_pass import fingerprint
     from hipbmm_inductor.ops import registry
 
     if envs.is_set("HIPBMM_BACKEND") and not envs.is_overridden("HIPBMM_BACKEND"):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hipbmm_inductor import envs, tuning
 from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
-from hipbmm_inductor.tuning import bench
+from hipbmm_inductor.tuning import measure
 
 from . import fakes
 
@@ -103,7 +103,7 @@ def test_key_components(change):
 def test_noise_margin_keeps_default():
     # A candidate only 1% faster than the default is within timing noise: keep the default.
     tuning.set_mode("online")
-    cands = [{"cost": 5.0 * (1 - bench.NOISE_MARGIN / 2), "split_k": 2}]
+    cands = [{"cost": 5.0 * (1 - measure.NOISE_MARGIN / 2), "split_k": 2}]
     assert fakes.choose(*fakes.inputs(), candidates=cands) == fakes.DEFAULT
     row = tuning.tuner().store.load("cpu")[0]
     assert row.config_dict() == fakes.DEFAULT  # the decision is stored too: no re-tuning next process
@@ -200,7 +200,7 @@ def test_switching_cache_dir_reloads(tmp_path):
 @pytest.mark.parametrize("guard", ["_capturing", "_compiling"])
 def test_unsafe_moments_use_default_and_record(monkeypatch, tuning_env, guard):
     tuning.set_mode("online")
-    monkeypatch.setattr(bench, guard, lambda: True)
+    monkeypatch.setattr(measure, guard, lambda: True)
     args = fakes.inputs()
     assert fakes.choose(*args) is fakes.DEFAULT
     assert fakes.choose(*args) is fakes.DEFAULT
@@ -210,7 +210,7 @@ def test_unsafe_moments_use_default_and_record(monkeypatch, tuning_env, guard):
     recorded = (tuning_env / "untuned-cpu.csv").read_text()
     assert "online tuning skipped" in recorded
     # Once it is safe again, the next call tunes.
-    monkeypatch.setattr(bench, guard, lambda: False)
+    monkeypatch.setattr(measure, guard, lambda: False)
     assert fakes.choose(*args) == fakes.FASTEST_CORRECT
 
 
@@ -234,7 +234,7 @@ def test_capture_check_does_not_initialise_cuda(monkeypatch):
     called = []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: called.append(1) or True)
-    assert bench.unsafe_to_benchmark(fakes.inputs()[0]) is None
+    assert measure.unsafe_to_benchmark(fakes.inputs()[0]) is None
     assert called == []
 
 
@@ -253,7 +253,7 @@ def test_env_table_documents_tuning_variables():
     for name in ("HIPBMM_TUNING", "HIPBMM_TUNING_CACHE", "HIPBMM_TUNING_RECORD", "HIPBMM_HIP_ONLINE_TUNING"):
         assert f"``{name}``" in envs.__doc__
     assert "hipbmm_inductor.tuning.set_mode" in envs.__doc__
-    assert "hipbmm_inductor.tuning.vendor.enable_vendor_online_tuning" in envs.__doc__
+    assert "hipbmm_inductor.tuning.rocm_online.enable_vendor_online_tuning" in envs.__doc__
 
 
 def test_online_miss_rereads_file_before_tuning(tuning_env):

@@ -322,7 +322,7 @@ def test_clear_untuned_empties_the_record_file_under_its_lock(tuning_env, capsys
     assert path.stat().st_size == 0 and (tuning_env / "untuned-cpu.csv.lock").exists()
     tuning.set_mode("cache")
     fakes.choose(*fakes.inputs(M=3, N=32))  # recording starts a fresh file, header included
-    from hipbmm_inductor.tuning.record import read_untuned
+    from hipbmm_inductor.tuning.untuned import read_untuned
 
     assert [s.n for s in read_untuned(str(path))[0]] == [32]
 

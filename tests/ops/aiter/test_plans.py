@@ -15,7 +15,7 @@ import torch
 from hipbmm_inductor import tuning
 from hipbmm_inductor.ops import aiter_backend, registry
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
-from hipbmm_inductor.tuning import vendor
+from hipbmm_inductor.tuning import rocm_online
 from tests.aiter_standin import AiterStandIn
 from tests.ops.inputs import make_case
 
@@ -51,7 +51,7 @@ def test_plan_rebuilt_when_its_inputs_change(spied, monkeypatch, change):
         aiter_backend.invalidate_plans()
     else:
         monkeypatch.setenv("HIPBMM_HIP_ONLINE_TUNING", "1")
-        vendor.forward_hip_online_tuning()
+        rocm_online.forward_hip_online_tuning()
     backend.run(*case.args)
     # After a vendor change the M <= 512 plan no longer asks the tuner: it was rebuilt all the same.
     assert spy.calls == (1 if change == "vendor" else 2) and backend.counters["plans"] == 2
@@ -76,8 +76,8 @@ def test_online_answer_during_capture_is_not_kept(platform, monkeypatch, tmp_pat
     try:
         tuning.set_mode("online")
         capturing = {"on": True}
-        real = aiter_backend.tuning_bench.unsafe_to_benchmark
-        monkeypatch.setattr(aiter_backend.tuning_bench, "unsafe_to_benchmark",
+        real = aiter_backend.measure.unsafe_to_benchmark
+        monkeypatch.setattr(aiter_backend.measure, "unsafe_to_benchmark",
                             lambda A: "a CUDA graph is being captured" if capturing["on"] else real(A))
         backend = AiterBackend()
         case = make_case(8, 32, 64, fp8=torch.float8_e4m3fnuz)

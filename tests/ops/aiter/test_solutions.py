@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hipbmm_inductor import tuning
 from hipbmm_inductor.ops import aiter_backend
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
-from hipbmm_inductor.tuning import vendor
+from hipbmm_inductor.tuning import rocm_online
 from tests.aiter_standin import AiterStandIn
 from tests.ops.inputs import make_case
 
@@ -253,6 +253,6 @@ def test_enabling_vendor_tuning_later_rebuilds_the_plans(platform, monkeypatch):
     case = make_case(8, 32, 64, fp8=torch.float8_e4m3fnuz)
     backend.run(*case.args)
     assert gemms(standin)[-1].solution_index == 7
-    vendor.enable_vendor_online_tuning()  # writes HIP_ONLINE_TUNING=1; aiter reads it per call
+    rocm_online.enable_vendor_online_tuning()  # writes HIP_ONLINE_TUNING=1; aiter reads it per call
     backend.run(*case.args)
     assert gemms(standin)[-1].solution_index == -1

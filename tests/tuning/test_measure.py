@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
-from hipbmm_inductor.tuning import bench
-from hipbmm_inductor.tuning.bench import BenchSettings, DefaultFailed, outputs_agree, rotating_inputs, tune_shape
+from hipbmm_inductor.tuning import measure
+from hipbmm_inductor.tuning.measure import BenchSettings, DefaultFailed, outputs_agree, rotating_inputs, tune_shape
 
 from . import fakes
 
@@ -125,5 +125,5 @@ def test_structural_disagreements(bad):
 
 def test_wall_timer_returns_one_time_per_call():
     calls = []
-    times = bench._wall_timer(lambda i: calls.append(i), 7)
+    times = measure._wall_timer(lambda i: calls.append(i), 7)
     assert calls == list(range(7)) and len(times) == 7 and all(t >= 0 for t in times)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hipbmm_inductor import cli, tuning
-from hipbmm_inductor.tuning.record import read_untuned
+from hipbmm_inductor.tuning.untuned import read_untuned
 
 from . import fakes
 

@@ -18,10 +18,10 @@ import torch
 
 from hipbmm_inductor import envs
 
-from . import bench
-from .check import config_problem
+from . import measure
+from .config_check import config_problem
 from .key import DeviceInfo, device_info, dtype_name, m_bucket, parse_dtype
-from .record import append_untuned, make_untuned, untuned_path
+from .untuned import append_untuned, make_untuned, untuned_path
 from .rows import Row, canonical_config, now_utc
 from .store import Store
 
@@ -51,8 +51,8 @@ class Tuner:
         self.mode = mode
         self.store = Store(folder)
         self.counters: Counter = Counter({name: 0 for name in COUNTER_NAMES})
-        self.timer: Optional[bench.Timer] = None  # None: CUDA-graph replay on GPUs, wall clock on CPUs
-        self.settings: bench.BenchSettings = bench.DEFAULT_SETTINGS
+        self.timer: Optional[measure.Timer] = None  # None: CUDA-graph replay on GPUs, wall clock on CPUs
+        self.settings: measure.BenchSettings = measure.DEFAULT_SETTINGS
         self.force = False  # `tune --force`: re-tune keys that are already cached
         self._forced_done: set[tuple] = set()
         self._tables: dict[torch.device, dict[tuple, dict]] = {}
@@ -149,7 +149,7 @@ class Tuner:
 
     def _tune(self, key, table, A, B, scale_a, scale_b, bias, out_dtype, default, candidates,
               run) -> tuple[dict, bool]:
-        reason = bench.unsafe_to_benchmark(A)
+        reason = measure.unsafe_to_benchmark(A)
         if reason is not None:
             self.counters["skipped_unsafe"] += 1
             if key not in self._seen:  # tune it later: from the next safe call, or `tune --from`
@@ -176,7 +176,7 @@ class Tuner:
                 return table[key], True
             shape = f"{key[0]} M={A.shape[0]} (bucket {key[-1]}) N={key[6]} K={key[7]} bias={dtype_name(key[5])}"
             try:
-                result = bench.tune_shape(A, B, scale_a, scale_b, bias, out_dtype, default=default,
+                result = measure.tune_shape(A, B, scale_a, scale_b, bias, out_dtype, default=default,
                                           candidates=list(candidates()), run=run, timer=self.timer,
                                           settings=self.settings)
             except Exception as e:  # DefaultFailed, or candidates() itself raised

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from hipbmm_inductor import envs
-from hipbmm_inductor.tuning import vendor
+from hipbmm_inductor.tuning import rocm_online
 
 
 @pytest.fixture(autouse=True)
@@ -17,24 +17,24 @@ def _clean(monkeypatch):
         # HIP_ONLINE_TUNING itself.
         monkeypatch.setenv(name, "0")
         monkeypatch.delenv(name)
-    monkeypatch.setattr(vendor, "_listeners", [])
+    monkeypatch.setattr(rocm_online, "_listeners", [])
     yield
     envs.set_override("HIPBMM_HIP_ONLINE_TUNING", None)
 
 
 def test_off_by_default():
-    assert vendor.forward_hip_online_tuning() is False
+    assert rocm_online.forward_hip_online_tuning() is False
     assert "HIP_ONLINE_TUNING" not in os.environ
 
 
 def test_env_request_forwards(monkeypatch):
     monkeypatch.setenv("HIPBMM_HIP_ONLINE_TUNING", "1")
-    assert vendor.forward_hip_online_tuning() is True
+    assert rocm_online.forward_hip_online_tuning() is True
     assert os.environ["HIP_ONLINE_TUNING"] == "1"
 
 
 def test_python_request_forwards():
-    assert vendor.enable_vendor_online_tuning() is True
+    assert rocm_online.enable_vendor_online_tuning() is True
     assert os.environ["HIP_ONLINE_TUNING"] == "1"
 
 
@@ -42,17 +42,17 @@ def test_python_request_forwards():
 def test_users_own_value_respected(monkeypatch, user_value, expected):
     monkeypatch.setenv("HIP_ONLINE_TUNING", user_value)
     monkeypatch.setenv("HIPBMM_HIP_ONLINE_TUNING", "1")
-    assert vendor.forward_hip_online_tuning() is expected
+    assert rocm_online.forward_hip_online_tuning() is expected
     assert os.environ["HIP_ONLINE_TUNING"] == user_value
 
 
 def test_listeners_hear_of_each_write_only():
     # The aiter backend listens: its launch plans snapshot HIP_ONLINE_TUNING.
     heard = []
-    vendor.add_listener(lambda: heard.append("a"))
-    assert vendor.forward_hip_online_tuning() is False  # nothing written, nothing heard
+    rocm_online.add_listener(lambda: heard.append("a"))
+    assert rocm_online.forward_hip_online_tuning() is False  # nothing written, nothing heard
     assert heard == []
-    vendor.enable_vendor_online_tuning()
+    rocm_online.enable_vendor_online_tuning()
     assert heard == ["a"]
 
 
@@ -62,7 +62,7 @@ def test_listener_added_once():
     def listener():
         heard.append(1)
 
-    vendor.add_listener(listener)
-    vendor.add_listener(listener)
-    vendor.enable_vendor_online_tuning()
+    rocm_online.add_listener(listener)
+    rocm_online.add_listener(listener)
+    rocm_online.enable_vendor_online_tuning()
     assert heard == [1]
