@@ -20,7 +20,7 @@ import json
 import torch
 
 import hipbmm_inductor as hi
-from hipbmm_inductor.bench import _make_sets
+from hipbmm_inductor.bench.inputs import make_sets
 from hipbmm_inductor.timing import time_graph
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
@@ -42,7 +42,7 @@ def main() -> None:
     for shape in args.shapes.split(";"):
         N, K = (int(x) for x in shape.split(","))
         for M in (int(m) for m in args.m.split(",")):
-            sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
+            sets = make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
             n = len(sets)
             padded = []
             for s in sets:

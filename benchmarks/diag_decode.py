@@ -1,7 +1,7 @@
 """Where a decode GEMM's time goes: the sm_90 kernel next to the cheapest kernels that move the
 same bytes. A diagnostic behind the memory-floor target at M <= 64 (docs/benchmarks.md).
 
-For each shape and M, on rotating inputs (``bench.rotation``: no call finds its weight in L2),
+For each shape and M, on rotating inputs (``bench.inputs.rotation``: no call finds its weight in L2),
 in CUDA graphs, all columns timed in turns under one clock (``timing.time_graphs``):
 
 - ``ours_us``: the op's Triton backend, heuristic config;
@@ -17,7 +17,7 @@ in CUDA graphs, all columns timed in turns under one clock (``timing.time_graphs
 - ``empty_us``: a kernel that does nothing, on the same grid: the fixed cost of a launch in a
   graph;
 - ``floor_us``: the bytes the GEMM moves over the device's copy bandwidth (the suite's floor,
-  ``bench._bytes_moved``). The readers move only the weight's share of those bytes (95-100% at
+  ``bench.gemm.bytes_moved``). The readers move only the weight's share of those bytes (95-100% at
   M <= 64), so their percentages of this floor flatter them slightly.
 
     python benchmarks/diag_decode.py --out diag_decode.json
@@ -51,7 +51,9 @@ import triton
 import triton.language as tl
 
 import hipbmm_inductor as hi
-from hipbmm_inductor.bench import _bytes_moved, _make_sets, _parse_ints, _parse_shapes
+from hipbmm_inductor.bench.gemm import bytes_moved
+from hipbmm_inductor.bench.inputs import make_sets
+from hipbmm_inductor.bench.suites import parse_ints, parse_shapes
 from hipbmm_inductor.timing import copy_bandwidth, time_graphs
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
@@ -116,9 +118,9 @@ def main() -> None:
     l2 = torch.cuda.get_device_properties(dev).L2_cache_size
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
     if args.once:
-        N, K = _parse_shapes(args.shapes)[0]
-        M = _parse_ints(args.m, "--m")[0]
-        s = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, 0, False)[0]
+        N, K = parse_shapes(args.shapes)[0]
+        M = parse_ints(args.m, "--m")[0]
+        s = make_sets(M, N, K, torch.float8_e4m3fn, False, dev, 0, False)[0]
         cfg = C.heuristic_config(M, N, K, False, T.hopper_path(dev, torch.float8_e4m3fn))
         words = s.B.t().view(torch.int32)
         sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
@@ -132,13 +134,13 @@ def main() -> None:
     old = importlib.import_module(args.old_module) if args.old_module else None
     sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
     rows = []
-    for N, K in _parse_shapes(args.shapes):
-        for M in _parse_ints(args.m, "--m"):
-            sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
+    for N, K in parse_shapes(args.shapes):
+        for M in parse_ints(args.m, "--m"):
+            sets = make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
             n = len(sets)
             cfg = C.heuristic_config(M, N, K, False, T.hopper_path(dev, torch.float8_e4m3fn))
             words = [s.B.t().view(torch.int32) for s in sets]  # the shuffled [N, K] storage, as read
-            nbytes = _bytes_moved(M, N, K, False)
+            nbytes = bytes_moved(M, N, K, False)
             half = nbytes // 2
             src = [torch.empty(half, dtype=torch.uint8, device=dev).random_() for _ in range(n)]
             dst = [torch.empty_like(x) for x in src]

@@ -30,7 +30,7 @@ import torch
 
 import hipbmm_inductor as hi
 from hipbmm_inductor import timing
-from hipbmm_inductor.bench import random_inputs
+from hipbmm_inductor.bench.inputs import random_inputs
 
 
 def host_us(fn, calls: int, repeats: int) -> float:
@@ -144,10 +144,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.calls < 1 or args.repeats < 1:
         p.error("--calls and --repeats must be >= 1")
-    from hipbmm_inductor.bench import _parse_shapes
+    from hipbmm_inductor.bench.suites import parse_shapes
 
     try:
-        shapes = _parse_shapes(args.shapes)
+        shapes = parse_shapes(args.shapes)
     except ValueError as e:
         p.error(str(e))
     if not torch.cuda.is_available():

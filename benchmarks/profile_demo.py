@@ -21,8 +21,8 @@ import torch._inductor.config as inductor_config
 
 import hipbmm_inductor
 from hipbmm_inductor import lowering
-from hipbmm_inductor.cli import positive_int
-from hipbmm_inductor.demo import FP8MLP
+from hipbmm_inductor.cli.args import positive_int
+from hipbmm_inductor.models import FP8MLP
 from hipbmm_inductor.timing import capture_graph
 
 

@@ -19,7 +19,7 @@ import time
 import torch
 
 import hipbmm_inductor as hi
-from hipbmm_inductor.bench import _make_sets
+from hipbmm_inductor.bench.inputs import make_sets
 from hipbmm_inductor.timing import copy_bandwidth, time_graph, time_graphs
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
@@ -57,7 +57,7 @@ def candidates(M: int, N: int, K: int, promoted: bool = True) -> list[dict]:
 def host_overhead(device) -> dict:
     """Microseconds of host time per call at M=1 (GPU work is smaller, so the host is the bound)."""
     N, K = 4096, 4096
-    sets = _make_sets(1, N, K, torch.float8_e4m3fn, True, device, 0, False)
+    sets = make_sets(1, N, K, torch.float8_e4m3fn, True, device, 0, False)
     s = sets[0]
     cfg = C.heuristic_config(1, N, K)
     fns = {
@@ -121,7 +121,7 @@ def main() -> None:
         for N, K in shapes:
             if time.time() - t0 > args.budget_s:
                 break
-            sets = _make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
+            sets = make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2, False)
             n = len(sets)
             fast = args.accumulation == "fast"  # like with like: the vendor's fast accumulation, or not
             base_call = lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a,  # noqa: E731

@@ -77,11 +77,10 @@ def test_cuda_graph_captured_on_cuda1():
 
 
 def test_compiled_model_split_across_two_gpus():
-    from hipbmm_inductor.bench_block import _Linear
+    from hipbmm_inductor.models import FP8Linear
 
-    g = torch.Generator().manual_seed(0)
-    l0 = _Linear(1024, 2048, torch.float8_e4m3fn, "cuda:0", g)
-    l1 = _Linear(2048, 1024, torch.float8_e4m3fn, "cuda:1", g)
+    l0 = FP8Linear(1024, 2048, scale_layout="1n", device="cuda:0", fp8=torch.float8_e4m3fn, seed=0)
+    l1 = FP8Linear(2048, 1024, scale_layout="1n", device="cuda:1", fp8=torch.float8_e4m3fn, seed=1)
 
     class Split(torch.nn.Module):
         def __init__(self):

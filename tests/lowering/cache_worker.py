@@ -13,7 +13,7 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import run_and_get_code
 
 import hipbmm_inductor
-from hipbmm_inductor.demo import FP8Linear
+from hipbmm_inductor.models import FP8Linear
 
 
 def compile_once(state: str, backend: str) -> dict:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from hipbmm_inductor import lowering
-from hipbmm_inductor.demo import FP8Linear, FP8MLP
+from hipbmm_inductor.models import FP8Linear, FP8MLP
 
 from .conftest import assert_close_to_eager, call_body, compile_and_run, hipb_weight_operands
 
@@ -327,7 +327,7 @@ class PaddedChannelwise(nn.Module):
         self.lin = FP8Linear(128, 64, form="channelwise", bias=True, seed=13)
 
     def forward(self, x, num_tokens: int):
-        from hipbmm_inductor.demo import quantize_per_token
+        from hipbmm_inductor.models import quantize_per_token
 
         lin = self.lin
         q, xs = quantize_per_token(x, lin.fp8)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from hipbmm_inductor import envs, lowering
-from hipbmm_inductor.demo import FP8Linear
+from hipbmm_inductor.models import FP8Linear
 from hipbmm_inductor.lowering import checks, gemm, patterns
 from hipbmm_inductor.lowering import rewrite as rewrite_mod
 
@@ -68,7 +68,7 @@ print("ok", hipbmm_inductor.lowering.counters().matched)
 _FP8 = """
 import torch, hipbmm_inductor
 import torch._inductor.config as c
-from hipbmm_inductor.demo import FP8Linear
+from hipbmm_inductor.models import FP8Linear
 c.freezing = True
 m = FP8Linear(128, 64).eval()
 with torch.no_grad():
@@ -150,7 +150,7 @@ class SharedWeight(nn.Module):
         self.lin = FP8Linear(128, 128, form="scaled_mm", seed=33)
 
     def forward(self, x):
-        from hipbmm_inductor.demo import quantize_per_token
+        from hipbmm_inductor.models import quantize_per_token
 
         y = self.lin(self.lin(x))
         q, ys = quantize_per_token(y, self.lin.fp8)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hipbmm_inductor import cli, envs, tuning
-from hipbmm_inductor.tuning.cli import parse_shape
+from hipbmm_inductor.cli.tune import parse_shape
 from hipbmm_inductor.tuning.rows import read_rows
 from hipbmm_inductor.tuning.store import Store
 

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from hipbmm_inductor import bench, cli
+from hipbmm_inductor import cli
+from hipbmm_inductor.bench import gemm, inputs, suites
+from hipbmm_inductor.cli import args
 
 
 def test_parse_shapes_accepts_suites_and_pairs():
-    assert bench._parse_shapes("llama3-8b") == bench.SUITES["llama3-8b"]
-    assert bench._parse_shapes("4096,4096; 8192x28672") == [(4096, 4096), (8192, 28672)]
+    assert suites.parse_shapes("llama3-8b") == suites.SUITES["llama3-8b"]
+    assert suites.parse_shapes("4096,4096; 8192x28672") == [(4096, 4096), (8192, 28672)]
 
 
 @pytest.mark.parametrize("text", ["4096", "a,b", "llama9"])
 def test_parse_shapes_names_the_argument(text):
     with pytest.raises(ValueError, match="--shapes"):
-        bench._parse_shapes(text)
+        suites.parse_shapes(text)
 
 
 @pytest.mark.parametrize("text", ["", "0,1", "1,x"])
 def test_parse_ints_names_the_argument(text):
     with pytest.raises(ValueError, match="--m"):
-        bench._parse_ints(text, "--m")
+        suites.parse_ints(text, "--m")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
@@ -34,21 +38,23 @@ def test_cli_without_gpu_fails_with_one_line(capsys):
 def _result():
     recs = []
     for m in (1, 16):
-        r = bench.Record(N=64, K=64, M=m, bias=False, ours_us=2.0, baseline_us=3.0, floor_us=1.0,
-                         compute_floor_us=0.1, speedup=1.5, floor_fraction=0.5, ours_tflops=1.0, baseline_tflops=0.7)
-        recs.append(bench.asdict(r))
+        r = gemm.Record(N=64, K=64, M=m, bias=False, ours_us=2.0, baseline_us=3.0, floor_us=1.0,
+                        compute_floor_us=0.1, speedup=1.5, floor_fraction=0.5, ours_tflops=1.0, baseline_tflops=0.7)
+        recs.append(dataclasses.asdict(r))
     return {"device": "test", "backend": "triton", "geomean_speedup": 1.5, "records": recs}
 
 
 def test_format_row_shows_speedup_and_floor_fraction():
-    row = bench.format_row(_result()["records"][0])
+    row = gemm.format_row(_result()["records"][0])
     assert "x 1.50" in row and "50.0%" in row
 
 
 def test_plot_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
+    from hipbmm_inductor.bench import plots  # needs matplotlib, the `bench` extra
+
     path = tmp_path / "b.png"
-    bench.plot(_result(), str(path))
+    plots.plot_gemm(_result(), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,7 +65,7 @@ def test_rotation_exceeds_three_l2s_of_fp8_bytes(M, N, K):
     """Every suite point's timed calls rotate over at least 3x H100's 50 MB L2 of the bytes
     an FP8 call touches: a weight is never still cached from its last use."""
     l2 = 50 << 20
-    n = bench.rotation(M, N, K, l2)
+    n = inputs.rotation(M, N, K, l2)
     assert 2 <= n <= 32
     assert n * (M * K + N * K + 2 * M * N) >= 3 * l2
 
@@ -67,7 +73,7 @@ def test_rotation_exceeds_three_l2s_of_fp8_bytes(M, N, K):
 def test_rotation_is_sized_by_the_fp8_call_only():
     # 4096 x 4096 at M = 1: 16.8 MB per call -> 10 sets (168 MB), where counting the bf16 copies
     # as well had given 2 sets (34 MB, inside L2).
-    assert bench.rotation(1, 4096, 4096, 50 << 20) == 10
+    assert inputs.rotation(1, 4096, 4096, 50 << 20) == 10
 
 
 @pytest.mark.parametrize("out,plot,expected", [
@@ -79,10 +85,10 @@ def test_rotation_is_sized_by_the_fp8_call_only():
     ("results/run.json", "", ""),                     # and '' turns the plot off
 ])
 def test_plot_path_follows_out(out, plot, expected):
-    assert bench._plot_path(out, plot) == expected
+    assert args.plot_path(out, plot) == expected
 
 
 @pytest.mark.parametrize("out,plot", [("r.png", None), ("r.json", "r.json"), ("a/../r.json", "r.json")])
 def test_plot_path_never_overwrites_the_json(out, plot):
     with pytest.raises(ValueError, match="--plot and --out name the same file"):
-        bench._plot_path(out, plot)
+        args.plot_path(out, plot)

@@ -1,0 +1,42 @@
+"""The weight shapes and token counts the benchmarks run, and how the ``bench`` command names them."""
+
+from __future__ import annotations
+
+__all__ = ["SUITES", "DEFAULT_MS", "parse_shapes", "parse_ints"]
+
+SUITES = {
+    "llama3-8b": [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)],
+    "llama3-70b": [(10240, 8192), (8192, 8192), (57344, 8192), (8192, 28672)],
+}
+DEFAULT_MS = (1, 16, 64, 256, 1024, 4096)
+
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """``'N,K;N,K'`` (``x`` also separates) and suite names -> ``[(N, K), ...]``."""
+    shapes = []
+    for part in text.replace(" ", "").split(";"):
+        if not part:
+            continue
+        if part in SUITES:
+            shapes += SUITES[part]
+            continue
+        try:
+            n, k = (int(x) for x in part.lower().replace("x", ",").split(","))
+        except ValueError:
+            raise ValueError(f"--shapes: expected 'N,K;N,K' or a suite ({', '.join(SUITES)}), got {part!r}")
+        shapes.append((n, k))
+    return shapes
+
+
+
+def parse_ints(text: str, arg: str) -> list[int]:
+    """Comma-separated positive integers; errors name ``arg``."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{arg}: expected comma-separated integers, got {text!r}")
+    if not vals or min(vals) < 1:
+        raise ValueError(f"{arg}: expected positive integers, got {text!r}")
+    return vals
+
