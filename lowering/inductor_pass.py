@@ -5,8 +5,8 @@ Two pieces, both installed once:
 - the :mod:`.patterns` forms, registered into Inductor's *freezing* pattern passes (the only
   place where a rewrite on a frozen weight is followed by a ``constant_fold``);
 - :class:`HipbmmLoweringPass`, a ``CustomGraphPass`` set as ``joint_custom_pre_pass``. Its call
-  registers the patterns on the first compile (so ``import hipbmm_inductor`` never imports
-  Inductor's pattern matcher), then runs whatever pass the user had configured there. Its
+  registers the patterns and the op's lowering (:mod:`.extern_call`) on the first compile (so
+  ``import hipbmm_inductor`` never imports Inductor's pattern matcher), then runs whatever pass the user had configured there. Its
   ``uuid()`` puts the lowering's state into the FX graph cache key.
 
 NOTE: the freezing patterns are *not* part of Inductor's cache key; a custom pass with a
@@ -43,6 +43,7 @@ _SOURCES = (
     *sorted(_HERE.glob("*.py")),
     _HERE.parent / "ops" / "validate.py",
     _HERE.parent / "ops" / "layout.py",
+    _HERE.parent / "ops" / "hipb_mm_fp8.py",  # the entry generated code calls (.extern_call)
 )
 
 
@@ -172,6 +173,14 @@ class HipbmmLoweringPass(CustomGraphPass):
             register_patterns()
         except Exception:  # never break a compile: the model then runs unrewritten
             log.warning("hipbmm lowering: could not register the freezing patterns", exc_info=True)
+        try:
+            # Imported on the first compile, like the patterns: this module loads while
+            # Inductor's config does, before Inductor's IR and lowerings may be imported.
+            from . import extern_call
+
+            extern_call.register()
+        except Exception:  # never break a compile: rewritten nodes then run as opaque op calls
+            log.warning("hipbmm lowering: could not register the hipb_mm_fp8 lowering", exc_info=True)
         note_candidates_without_freezing(graph)
         for p in self.wrapped:
             p(graph)

@@ -32,7 +32,7 @@ from torch import Tensor
 from .registry import backend_for
 from .validate import check_inputs, is_valid_fast
 
-__all__ = ["hipb_mm_fp8"]
+__all__ = ["hipb_mm_fp8", "hipb_mm_fp8_out"]
 
 _TAGS = (
     torch.Tag.needs_exact_strides if hasattr(torch.Tag, "needs_exact_strides") else torch.Tag.needs_fixed_stride_order,
@@ -93,13 +93,51 @@ def hipb_mm_fp8(
     Raises:
         HipbmmInputError: an argument breaks the contract; the message names it and the rule.
         BackendUnavailableError: the backend named by ``HIPBMM_BACKEND`` cannot run here.
+
+    NOTE: a plain eager call on GPU tensors runs the op's kernel directly, with the same check;
+    the dispatcher's way into a Python kernel costs more than the rest of the call
+    (``benchmarks/results/h200/host_cost.json``, ``breakdown_us``). Everything that needs the
+    dispatcher still goes through the op: tracing (Dynamo, FX, fake tensors), tensor subclasses,
+    torch function and dispatch modes, functorch transforms, the autograd profiler, a scale or
+    bias that requires grad.
     """
+    if (out_dtype is _BF16 and not _is_compiling() and type(A) in _PLAIN and type(B) in _PLAIN
+            and type(scale_a) in _PLAIN and type(scale_b) in _PLAIN and A.is_cuda
+            and not (scale_a.requires_grad or scale_b.requires_grad)
+            and (bias is None or (type(bias) in _PLAIN and not bias.requires_grad))
+            and not _dispatch_modes() and not _function_modes() and not _profiling() and not _functorch()):
+        return _hipb_mm_fp8_impl(A, B, scale_a, scale_b, bias)
     # Defaults are left out: every argument the dispatcher converts costs host time (~0.4 us).
-    if out_dtype is torch.bfloat16:
+    if out_dtype is _BF16:
         if bias is None:
             return _op(A, B, scale_a, scale_b)
         return _op(A, B, scale_a, scale_b, bias)
     return _op(A, B, scale_a, scale_b, bias, out_dtype)
 
 
+def hipb_mm_fp8_out(A: Tensor, B: Tensor, scale_a: Tensor, scale_b: Tensor, bias: Optional[Tensor],
+                    out: Tensor) -> Tensor:
+    """What a compiled graph calls for a ``hipb_mm_fp8`` node (:mod:`hipbmm_inductor.lowering.extern_call`):
+    the GEMM into ``out``, a contiguous bf16 ``[M, N]`` buffer Inductor allocated.
+
+    Unchecked, by design: the graph was traced through the op's fake implementation, which ran
+    :func:`.validate.check_inputs` on these shapes, dtypes and strides, and the lowering pinned the
+    strides. Not for other callers; use :func:`hipb_mm_fp8`.
+    """
+    if A.shape[0]:
+        backend = backend_for(A.device)
+        if getattr(backend, "writes_out", False):
+            backend.run(A, B, scale_a, scale_b, bias, _BF16, out)
+        else:  # the setting changed since the graph was compiled: the same result, one copy more
+            out.copy_(backend.run(A, B, scale_a, scale_b, bias, _BF16))
+    return out
+
+
 _op = torch.ops.hipbmm.hipb_mm_fp8.default
+_BF16 = torch.bfloat16
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_modes = torch._C._is_torch_function_mode_enabled
+_profiling = torch._C._autograd._profiler_enabled
+_functorch = torch._C._are_functorch_transforms_active

@@ -52,6 +52,9 @@ class Availability:
 
 class Backend(Protocol):
     name: str
+    # True when run() also takes ``out=`` (a contiguous [M, N] bf16 tensor) and writes the result
+    # there: compiled graphs then call it into Inductor's own buffer (lowering/extern_call.py).
+    writes_out: bool = False
 
     def availability(self, device: torch.device) -> Availability:
         """Whether this backend can run on ``device`` (import, platform, hardware), and why not."""
@@ -63,7 +66,8 @@ class Backend(Protocol):
         """
 
     def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
-        """Compute the op on validated inputs; return a fresh contiguous ``[M, N]`` tensor."""
+        """Compute the op on validated inputs; return a fresh contiguous ``[M, N]`` tensor (or,
+        for a backend that ``writes_out``, ``out`` when one is passed)."""
 
 
 # Built-in backends are imported on first use so that `import hipbmm_inductor` never imports

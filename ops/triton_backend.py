@@ -67,6 +67,7 @@ def _heuristic(bucket: int, N: int, K: int, fast_accum: bool = False, hopper: bo
 
 class TritonBackend:
     name = "triton"
+    writes_out = True  # run(..., out=): a launch plan writes into any contiguous [M, N] bf16 tensor
 
     def __init__(self) -> None:
         self._plans: dict[tuple, object] = {}
@@ -164,7 +165,9 @@ class TritonBackend:
                            torch.float8_e4m3fn)
 
     # -- the per-call path ------------------------------------------------------------------
-    def run(self, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
+    def run(self, A, B, scale_a, scale_b, bias, out_dtype, out=None) -> torch.Tensor:
+        """The GEMM, into a fresh tensor or into ``out`` (contiguous ``[M, N]`` bf16, which the
+        compiled-graph entry :func:`.hipb_mm_fp8.hipb_mm_fp8_out` passes)."""
         M, K = A.shape
         N = B.shape[1]
         t = tuning._tuner or tuning.tuner()
@@ -182,11 +185,11 @@ class TritonBackend:
             # Triton compiles for, and launches on the stream of, the current device.
             with torch.cuda.device(device):
                 if plan is None:
-                    return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype)
-                return plan(A, B, scale_a, scale_b, bias)
+                    return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype, out)
+                return plan(A, B, scale_a, scale_b, bias, out)
         if plan is None:
-            return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype)
-        return plan(A, B, scale_a, scale_b, bias)
+            return self._first_call(key, A, B, scale_a, scale_b, bias, out_dtype, out)
+        return plan(A, B, scale_a, scale_b, bias, out)
 
     def config_for(self, A, B, scale_a, scale_b, bias, out_dtype) -> tuple[dict, bool]:
         """``(config, fast_accum)`` this call launches with: a cached or tuned config for its
@@ -230,7 +233,11 @@ class TritonBackend:
         return (A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
                 and A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0)
 
-    def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
+    def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype, out=None) -> torch.Tensor:
+        result = self._first_call_fresh(key, A, B, scale_a, scale_b, bias, out_dtype)
+        return result if out is None else out.copy_(result)
+
+    def _first_call_fresh(self, key, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
         from .triton_fp8_gemm import hopper_failed, hopper_path, launch, prepare  # imports triton
         from .triton_plan import HopperPlan, PortablePlan
 

@@ -44,6 +44,12 @@ def _put(cache: dict, key: int, value: tuple) -> tuple:
     return value
 
 
+def _into(out, result: torch.Tensor) -> torch.Tensor:
+    """``result``, or copied into the caller's ``out`` where one was given (the rare calls that
+    cannot write there directly)."""
+    return result if out is None else out.copy_(result)
+
+
 def _mask(*ptrs: int) -> int:
     """Which pointers are 16-byte aligned, as a bit mask: Triton specialises each pointer argument
     on exactly that, so calls with equal masks run the same compiled kernel."""
@@ -114,16 +120,17 @@ class HopperPlan(_Plan):
         self._hopper = hopper
         self._fast_accum = fast_accum
 
-    def __call__(self, A, B, scale_a, scale_b, bias) -> torch.Tensor:
+    def __call__(self, A, B, scale_a, scale_b, bias, out=None) -> torch.Tensor:
         a, w, s1, s2 = A.data_ptr(), B.data_ptr(), scale_a.data_ptr(), scale_b.data_ptr()
         b = s2 if bias is None else bias.data_ptr()
         if (a | w) & 15:
             # TMA addresses 16-byte-aligned bases only: this call runs on the portable kernel.
             self.through_triton["A or B not 16-byte aligned (portable kernel)"] += 1
-            return portable.launch(portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K,
-                                                             self._fast_accum),
-                                   A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum)
-        out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
+            return _into(out, portable.launch(
+                portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K, self._fast_accum),
+                A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum))
+        if out is None:
+            out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
         if not (s1 | s2 | b) & 15:
             aligned, mask = True, 0
         else:
@@ -164,15 +171,16 @@ class PortablePlan(_Plan):
         self._ws_shape = (p.split_k, p.M, p.N)
         self._epi_tail = (p.M, p.N, p.constexprs[0], p.split_k, portable._EPILOGUE_BLOCK)
 
-    def __call__(self, A, B, scale_a, scale_b, bias) -> torch.Tensor:
+    def __call__(self, A, B, scale_a, scale_b, bias, out=None) -> torch.Tensor:
         p = self.prepared
         a, w, s1, s2 = A.data_ptr(), B.data_ptr(), scale_a.data_ptr(), scale_b.data_ptr()
         b = s2 if bias is None else bias.data_ptr()
         if p.a_tma and a & 15:  # TMA needs an aligned base: this call only, without the descriptor
             self.through_triton["A not 16-byte aligned (no TMA)"] += 1
-            return portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
-                                   fast_accum=not p.constexprs[9])
-        out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
+            return _into(out, portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
+                                              fast_accum=not p.constexprs[9]))
+        if out is None:
+            out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
         ws = None if p.split_k == 1 else torch.empty(self._ws_shape, dtype=torch.float32, device=A.device)
         c = out.data_ptr()
         target = c if ws is None else ws.data_ptr()

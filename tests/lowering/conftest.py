@@ -62,7 +62,7 @@ def _call_args(text: str) -> list[str]:
 
 def hipb_weight_operands(code: str) -> list[str]:
     """The ``B`` argument of every ``hipb_mm_fp8`` call in the generated code."""
-    return [_call_args(code[m.end():])[1] for m in re.finditer(r"hipbmm\.hipb_mm_fp8\.default\(", code)]
+    return [_call_args(code[m.end():])[1] for m in re.finditer(r"(?:hipbmm\.hipb_mm_fp8\.default|\bhipb_mm_fp8_out)\(", code)]
 
 
 def assert_close_to_eager(out, ref):

@@ -186,3 +186,55 @@ def test_unbacked_m_serves_one_and_up():
         mark_unbacked(c.scale_a, 0)
         _assert_within_bound(fn(c.A, c.B, c.scale_a, c.scale_b), c)
     assert counter.frame_count == 1
+
+
+class _SeesOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+_DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not torch.version.hip else [])
+
+
+@pytest.mark.parametrize("device", _DEVICES)
+def test_python_entry_goes_through_the_op_whenever_something_needs_the_dispatcher(device):
+    # A plain eager call on GPU tensors runs the op's kernel directly (ops/hipb_mm_fp8.py says
+    # why); modes, fake tensors, the profiler and grad still see the op, with the same result.
+    if device == "cuda":
+        hi.set_backend("triton")
+    try:
+        case = make_case(5, 64, 128, bias_dtype=torch.bfloat16, device=device, seed=3)
+        plain = hi.hipb_mm_fp8(*case.args)
+        with _SeesOps() as mode:
+            seen = hi.hipb_mm_fp8(*case.args)
+        assert OP in mode.seen and torch.equal(seen, plain)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            profiled = hi.hipb_mm_fp8(*case.args)
+        assert any(e.name == "hipbmm::hipb_mm_fp8" for e in prof.events()) and torch.equal(profiled, plain)
+        with FakeTensorMode(allow_non_fake_inputs=True) as fake_mode:
+            fakes = [fake_mode.from_tensor(t) if t is not None else None for t in case.args[:5]]
+            out = hi.hipb_mm_fp8(*fakes)
+        assert out.shape == plain.shape and out.dtype == plain.dtype
+        scale = case.scale_a.clone().requires_grad_(True)
+        via_entry = hi.hipb_mm_fp8(case.A, case.B, scale, case.scale_b, case.bias)
+        via_op = OP(case.A, case.B, scale, case.scale_b, case.bias)
+        assert via_entry.requires_grad == via_op.requires_grad and torch.equal(via_entry, via_op)
+        _assert_within_bound(plain.cpu(), make_case(5, 64, 128, bias_dtype=torch.bfloat16, seed=3))
+    finally:
+        hi.set_backend(None)
+
+
+@pytest.mark.parametrize("device", _DEVICES)
+def test_python_entry_rejects_bad_input_like_the_op(device):
+    case = make_case(5, 64, 128, bias_dtype=None, device=device, seed=4)
+    bad = (case.A, case.B, case.scale_a.t(), case.scale_b)  # [1, M] per-token scales
+    with pytest.raises(hi.HipbmmInputError) as via_entry:
+        hi.hipb_mm_fp8(*bad)
+    with pytest.raises(hi.HipbmmInputError) as via_op:
+        OP(*bad)
+    assert str(via_entry.value) == str(via_op.value) and "scale_a" in str(via_entry.value)
