@@ -49,9 +49,10 @@ def _inputs(M, N, K, device, seed, bias: bool):
     import torch
 
     import hipbmm_inductor as hi
+    from hipbmm_inductor import hardware
 
     g = torch.Generator(device=device).manual_seed(seed)
-    fp8 = torch.float8_e4m3fnuz if (torch.version.hip and "gfx94" in _arch(device)) else torch.float8_e4m3fn
+    fp8 = hardware.fp8_dtype(device)
     # Random data over the fp8 range, never zeros (zeros run faster and would flatter everyone).
     A = (torch.randn(M, K, device=device, generator=g) * 2).to(fp8)
     W = (torch.randn(N, K, device=device, generator=g) * 2).to(fp8)
@@ -59,12 +60,6 @@ def _inputs(M, N, K, device, seed, bias: bool):
     sb = torch.rand(1, N, device=device, generator=g) * 0.01 + 1e-3
     b = torch.randn(N, device=device, generator=g).to(torch.bfloat16) if bias else None
     return A, hi.prepack_weight(W), sa, sb, b
-
-
-def _arch(device) -> str:
-    from hipbmm_inductor.tuning.key import device_info
-
-    return device_info(device).arch
 
 
 def _use_backend(name: str) -> None:

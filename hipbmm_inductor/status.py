@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from . import envs
+from . import envs, hardware
 from .ops import registry
 from .ops.errors import BackendUnavailableError
 
@@ -111,15 +111,6 @@ def _default_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _arch(device: torch.device) -> Optional[str]:
-    if device.type != "cuda":
-        return None
-    props = torch.cuda.get_device_properties(device)
-    if torch.version.hip:
-        return getattr(props, "gcnArchName", "").split(":")[0] or None
-    return f"sm_{props.major}{props.minor}"
-
-
 def _auto_rewrites(device: torch.device, rows: list[BackendStatus]) -> str:
     """What ``auto`` does with FP8 linears here: the first usable backend of the device's
     preference list says (``describe_routing``), or a fast one rewrites every match."""
@@ -147,7 +138,7 @@ def status(device: Optional[torch.device | str] = None) -> Status:
     from .lowering import is_enabled
 
     device = torch.device(device) if device is not None else _default_device()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = hardware.device_name(device)
     rows = []
     for b in registry.backend_names():
         try:
@@ -175,8 +166,8 @@ def status(device: Optional[torch.device | str] = None) -> Status:
         triton=_triton_version(),
         device=str(device),
         device_name=name,
-        platform=registry.device_kind(device),
-        arch=_arch(device),
+        platform=hardware.device_kind(device),
+        arch=hardware.arch(device),
         configured_backend=_setting("HIPBMM_BACKEND"),
         chosen_backend=chosen,
         choice_error=err,

@@ -66,9 +66,8 @@ from typing import Optional
 
 import torch
 
-from hipbmm_inductor import envs, tuning
-from hipbmm_inductor.tuning import measure
-from hipbmm_inductor.tuning import rocm_online
+from hipbmm_inductor import envs, hardware, tuning
+from hipbmm_inductor.tuning import measure, rocm_online
 from hipbmm_inductor.tuning.key import library_versions
 
 from . import registry
@@ -77,7 +76,6 @@ from .registry import Availability, register_backend
 
 __all__ = [
     "AiterBackend",
-    "FP8_FOR_ARCH",
     "MI3XX_ARCHS",
     "NO_SOLUTION_MESSAGE",
     "ONLINE_TUNING_MAX_M",
@@ -86,9 +84,8 @@ __all__ = [
 
 log = logging.getLogger("hipbmm_inductor")
 
-# The fp8 format each MI3xx generation's matrix cores read (docs/contract.md, "aiter hipb_mm").
-FP8_FOR_ARCH = {"gfx942": torch.float8_e4m3fnuz, "gfx950": torch.float8_e4m3fn}
-MI3XX_ARCHS = tuple(FP8_FOR_ARCH)
+# The GPUs with hipBLASLt's preshuffled fp8 kernels; the flavour each reads is hardware.fp8_for_arch's.
+MI3XX_ARCHS = ("gfx942", "gfx950")
 _ARCH_NAMES = {"gfx942": "MI300", "gfx950": "MI350"}
 
 # What aiter's hipb_mm raises (TORCH_CHECK -> RuntimeError) when hipBLASLt's heuristic returns no
@@ -98,31 +95,11 @@ NO_SOLUTION_MESSAGE = "found 0 valid solutions"
 _VLLM_FLAGS = ("VLLM_ROCM_USE_AITER", "VLLM_ROCM_USE_AITER_LINEAR", "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM")
 
 
-# --- platform queries (module functions so that tests can simulate an MI3xx GPU) -------------
-
-def _is_rocm_build() -> bool:
-    return bool(torch.version.hip)
-
-
-_ARCH_CACHE: dict[tuple[str, int], Optional[str]] = {}
-
-
-def _gpu_arch(device: torch.device) -> Optional[str]:
-    """``gfx942``-style architecture of a ROCm GPU, ``None`` where there is none.
-
-    Memoised per device: availability, is_fast and every new launch plan ask, and a device's
-    architecture does not change within a process.
-    """
-    if device.type != "cuda":
-        return None
-    key = _device_key(device)
-    if key not in _ARCH_CACHE:
-        if not torch.cuda.is_available():
-            return None
-        props = torch.cuda.get_device_properties(device)
-        # gcnArchName carries target features after a colon: "gfx942:sramecc+:xnack-".
-        _ARCH_CACHE[key] = getattr(props, "gcnArchName", "").split(":")[0] or None
-    return _ARCH_CACHE[key]
+# --- platform queries ----------------------------------------------------------------------
+# Names of this module so that tests simulate an MI3xx GPU for this backend alone: patching
+# hardware's own functions would also reach the tuning keys and routing of every other module.
+_is_rocm_build = hardware.is_rocm
+_gpu_arch = hardware.arch
 
 
 def _under_vllm() -> bool:
@@ -538,7 +515,7 @@ class AiterBackend:
 
     def _check_fp8_flavour(self, A, device) -> None:
         arch = _gpu_arch(device)
-        want = FP8_FOR_ARCH.get(arch)
+        want = hardware.fp8_for_arch(arch) if arch in MI3XX_ARCHS else None
         if want is not None and A.dtype != want:
             raise HipbmmInputError(
                 f"A: {_ARCH_NAMES[arch]} ({arch}) computes fp8 GEMMs in {want}, got {A.dtype}; "

@@ -19,7 +19,7 @@ from typing import Optional, Protocol
 
 import torch
 
-from hipbmm_inductor import envs
+from hipbmm_inductor import envs, hardware
 
 from .errors import BackendUnavailableError
 
@@ -34,7 +34,6 @@ __all__ = [
     "set_backend",
     "configured_backend",
     "auto_order",
-    "device_kind",
     "reset_selection",
 ]
 
@@ -126,17 +125,9 @@ def availability(name: str, device: torch.device) -> Availability:
         return Availability(False, f"availability probe raised {type(e).__name__}: {e}")
 
 
-def device_kind(device: torch.device) -> str:
-    """``cpu``, ``rocm`` or ``cuda`` (NVIDIA), or the device type for anything else."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "rocm" if torch.version.hip else "cuda"
-    return device.type
-
-
 def auto_order(device: torch.device) -> list[str]:
     """Preference list of ``auto`` on ``device``: vendor first, then portable, then the oracle."""
-    kind = device_kind(device)
+    kind = hardware.device_kind(device)
     if kind == "rocm":
         return ["aiter", "triton", "reference"]
     if kind == "cuda":

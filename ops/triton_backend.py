@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from hipbmm_inductor import envs, tuning
+from hipbmm_inductor import envs, hardware, tuning
 
 from .registry import Availability, register_backend
 from .triton_configs import config_bucket, config_space, heuristic_config
@@ -96,14 +96,14 @@ class TritonBackend:
             if no_numpy:
                 return Availability(False, interp_missing)
             return Availability(True, "TRITON_INTERPRET=1: kernels run in Triton's CPU interpreter (slow)")
-        from .triton_fp8_gemm import device_arch, native_fp8
+        from .triton_fp8_gemm import native_fp8
 
-        arch = device_arch(device)
-        if torch.version.hip:
+        arch = hardware.arch(device) or "unknown architecture"
+        if hardware.is_rocm():
             if not arch.startswith("gfx9"):
                 return Availability(False, f"{arch}: the kernel targets CDNA (gfx9xx) matrix cores")
         else:
-            major, _ = torch.cuda.get_device_capability(device)
+            major, _ = hardware.cuda_capability(device)
             if major < 8:
                 return Availability(False, f"{arch}: needs sm_80 or newer (fp16 tensor cores at least)")
         native = [str(d).removeprefix("torch.") for d in (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
@@ -155,7 +155,7 @@ class TritonBackend:
     @staticmethod
     def _gluon_ready(device: torch.device) -> bool:
         device = torch.device(device)
-        if device.type != "cuda" or torch.version.hip or envs.TRITON_INTERPRET:
+        if device.type != "cuda" or hardware.is_rocm() or envs.TRITON_INTERPRET:
             return False
         if importlib.util.find_spec("triton") is None or not torch.cuda.is_available():
             return False

@@ -67,6 +67,8 @@ import torch
 import triton
 import triton.language as tl
 
+from hipbmm_inductor import envs, hardware
+
 from .triton_configs import heuristic_config
 
 log = logging.getLogger("hipbmm_inductor")
@@ -258,30 +260,22 @@ def native_fp8(device_type: str, arch: str, dtype: torch.dtype) -> bool:
     if arch == "interpreter":
         # The interpreter computes dots in numpy after converting with torch: both flavours work.
         return True
+    # The GPUs with fp8 matrix cores (sm_89+, gfx94x, gfx95x) take their own flavour only.
     if device_type == "cuda" and arch.startswith("sm_"):
-        major_minor = int(arch[3:])
-        return dtype == torch.float8_e4m3fn and major_minor >= 89
-    if arch.startswith("gfx"):
-        return (dtype == torch.float8_e4m3fnuz and arch.startswith("gfx94")) or (
-            dtype == torch.float8_e4m3fn and arch.startswith("gfx95")
-        )
+        return int(arch[3:]) >= 89 and dtype == hardware.fp8_for_arch(arch)
+    if arch.startswith(("gfx94", "gfx95")):
+        return dtype == hardware.fp8_for_arch(arch)
     return False
 
 
-def device_arch(device: torch.device) -> str:
-    from hipbmm_inductor import envs
-
-    if envs.TRITON_INTERPRET:
-        return "interpreter"
-    props = torch.cuda.get_device_properties(device)
-    if torch.version.hip:
-        return props.gcnArchName.split(":")[0]
-    return f"sm_{props.major}{props.minor}"
-
-
+# NOTE: cached with TRITON_INTERPRET read once: Triton itself fixes interpretation when a kernel
+# is decorated (at this module's import), so a later change of the variable changes nothing.
 @functools.lru_cache(maxsize=64)
 def _arch_for(device: torch.device) -> str:
-    return device_arch(device)
+    """The ``arch`` that :func:`native_fp8` takes for ``device``."""
+    if envs.TRITON_INTERPRET:
+        return "interpreter"
+    return hardware.arch(device) or device.type
 
 
 @functools.lru_cache(maxsize=64)

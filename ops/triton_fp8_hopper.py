@@ -59,6 +59,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import constexpr_function
 
+from hipbmm_inductor import hardware
+
 from .triton_configs import HOPPER_SMEM_BYTES, hopper_smem_bytes
 
 __all__ = ["launch", "prepare", "run_prepared", "Prepared", "ARG_NAMES", "check_config", "a_boxes", "c_boxes"]
@@ -382,11 +384,6 @@ def c_boxes(a_box: int, a_n: int) -> tuple[int, int]:
     return min(a_n, per), max(a_n - per, 0)
 
 
-@functools.lru_cache(maxsize=64)
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 # The kernel's arguments in signature order (what a binder-free relaunch passes; checked
 # against the compiled kernel by triton_launch.CompiledLaunch.create).
 ARG_NAMES = ("a_desc", "w_desc", "sa_ptr", "sb_ptr", "bias_ptr", "c_desc", "M", "N", "K", "HAS_BIAS", "BLOCK_M",
@@ -429,7 +426,7 @@ def prepare(config: dict, M: int, N: int, K: int, has_bias: bool, device: torch.
     c_cols = min(bn, 128)
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     return Prepared(
-        M=M, N=N, K=K, grid=(min(tiles, programs or _sm_count(device)), 1, 1),
+        M=M, N=N, K=K, grid=(min(tiles, programs or hardware.sm_count(device)), 1, 1),
         a_block=(a_box, 128), w_block=(box_rows // 16, 16 * bk), c_block=(min(64, a_box), c_cols),
         c_layout=_c_layout(16, c_cols),  # bf16 output
         constexprs=(has_bias, bm, bn, bk, config["num_stages"], config.get("GROUP_M", 8), a_box, a_n, c0, c1),

@@ -35,6 +35,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from hipbmm_inductor import hardware
+
 log = logging.getLogger("hipbmm_inductor")
 
 __all__ = ["CompiledLaunch", "current_stream", "hooks_installed"]
@@ -118,7 +120,7 @@ class CompiledLaunch:
 
     @classmethod
     def _create(cls, compiled: Any, arg_names: Sequence[str]) -> Optional["CompiledLaunch"]:
-        if torch.version.hip:
+        if hardware.is_rocm():
             return None  # ROCm's launcher takes its arguments in another order (no PDL flag)
         try:
             import triton

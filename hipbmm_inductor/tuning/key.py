@@ -20,13 +20,14 @@ import functools
 import glob
 import importlib.metadata
 import os
-import platform
 import re
 import threading
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
+
+from hipbmm_inductor import hardware
 
 __all__ = [
     "DeviceInfo",
@@ -79,7 +80,7 @@ def _hipblaslt_version() -> Optional[str]:
     hipBLASLt has no Python package and torch does not report its version, but the versioned
     soname is present in both torch's ROCm wheels (``torch/lib``) and ROCm installs.
     """
-    if not torch.version.hip:
+    if not hardware.is_rocm():
         return None
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     for folder in (torch_lib, "/opt/rocm/lib"):
@@ -100,7 +101,7 @@ def library_versions() -> tuple[tuple[str, str], ...]:
     triton = _dist_version("triton") or _dist_version("pytorch-triton") or _dist_version("pytorch-triton-rocm")
     if triton:
         versions.append(("triton", triton))
-    if torch.version.hip:
+    if hardware.is_rocm():
         versions.append(("hip", str(torch.version.hip)))
         hipblaslt = _hipblaslt_version()
         if hipblaslt:
@@ -134,25 +135,14 @@ _lock = threading.Lock()
 _infos: dict[torch.device, DeviceInfo] = {}
 
 
-def _probe(device: torch.device) -> DeviceInfo:
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        if torch.version.hip:
-            arch = getattr(props, "gcnArchName", "").split(":")[0] or "gfx_unknown"
-        else:
-            arch = f"sm_{props.major}{props.minor}"
-        name = props.name
-    else:
-        arch = device.type
-        name = platform.processor() or platform.machine() or device.type
-    return DeviceInfo(arch=arch, name=name, versions=versions_string(library_versions()))
-
-
 def device_info(device: torch.device) -> DeviceInfo:
     """Architecture, name and library versions of ``device`` (probed once per device)."""
     info = _infos.get(device)
     if info is None:
-        info = _probe(device)
+        name = hardware.device_name(device)  # raises for a cuda device without a GPU: nothing to key
+        # A key is a string: a ROCm GPU whose torch reports no architecture is keyed as unknown.
+        arch = (hardware.arch(device) or "gfx_unknown") if device.type == "cuda" else device.type
+        info = DeviceInfo(arch=arch, name=name, versions=versions_string(library_versions()))
         with _lock:
             _infos[device] = info
     return info

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hipbmm_inductor import envs, tuning
+from hipbmm_inductor import envs, hardware, tuning
 
 from .inputs import make_case
 
@@ -127,7 +127,7 @@ def test_descriptor_cache_is_bounded():
 
 def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch):
     H = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_hopper")
-    monkeypatch.setattr(H, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(hardware, "sm_count", lambda device: 132)  # an H100 SXM; the case runs on the CPU
     monkeypatch.setattr(P, "current_stream", lambda index: 77)
     c = make_case(5, 256, 512, bias_dtype=torch.bfloat16)
     config = C.make_hopper_config(64, 64, 128, 4)
