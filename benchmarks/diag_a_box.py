@@ -19,6 +19,8 @@ import json
 
 import torch
 
+from hipbmm_inductor import hardware
+
 import hipbmm_inductor as hi
 from hipbmm_inductor.bench.inputs import make_sets
 from hipbmm_inductor.timing import time_graph
@@ -35,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
-    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
+    l2 = hardware.l2_bytes(dev)
     configs = [C.make_hopper_config(64, 32, 256, 6), C.make_hopper_config(64, 64, 256, 6),
                C.make_hopper_config(64, 128, 256, 3)]
     rows = []

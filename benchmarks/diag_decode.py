@@ -47,6 +47,8 @@ import importlib
 import json
 
 import torch
+
+from hipbmm_inductor import hardware
 import triton
 import triton.language as tl
 
@@ -115,8 +117,8 @@ def main() -> None:
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
-    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
-    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    l2 = hardware.l2_bytes(dev)
+    sms = hardware.sm_count(dev)
     if args.once:
         N, K = parse_shapes(args.shapes)[0]
         M = parse_ints(args.m, "--m")[0]

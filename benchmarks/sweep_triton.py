@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from hipbmm_inductor import hardware
+
 import hipbmm_inductor as hi
 from hipbmm_inductor.bench.inputs import make_sets
 from hipbmm_inductor.timing import copy_bandwidth, time_graph, time_graphs
@@ -109,7 +111,7 @@ def main() -> None:
     block_m = None if args.block_m is None else {int(b) for b in args.block_m.split(",")}
     dev = torch.device("cuda")
     hi.set_backend("triton")
-    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
+    l2 = hardware.l2_bytes(dev)
     bw = copy_bandwidth(dev)
     print(f"{torch.cuda.get_device_name()} copy {bw / 1e12:.2f} TB/s", flush=True)
     result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_TBps": bw / 1e12,

@@ -150,10 +150,8 @@ def _hot_path_us(inputs, backend: str, extra_key: str) -> float:
 
 
 def phase_reuse(args) -> dict:
-    import torch
-
     import hipbmm_inductor as hi
-    from hipbmm_inductor import tuning
+    from hipbmm_inductor import hardware, tuning
     from hipbmm_inductor.tuning.key import device_info, m_bucket
 
     device = _device()
@@ -167,7 +165,7 @@ def phase_reuse(args) -> dict:
             hi.hipb_mm_fp8(*_inputs(M, N, K, device, i, args.bias))
     reuse_counters = tuning.counters()
     results = []
-    l2 = torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 32 << 20
+    l2 = hardware.l2_bytes(device) if device.type == "cuda" else 32 << 20
 
     for i, (M, N, K) in enumerate(shapes):
         row = tuned_rows.get((N, K, m_bucket(M)))

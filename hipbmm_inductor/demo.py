@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 
 import hipbmm_inductor
-from hipbmm_inductor import envs, lowering
+from hipbmm_inductor import envs, hardware, lowering
 
 from .models import FP8MLP
 
@@ -80,7 +80,7 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokens, hidden, intermediate = demo_sizes(dev, tokens, hidden, intermediate)
-    named = demo_backend(dev, torch.version.hip)
+    named = demo_backend(dev, hardware.is_rocm())
     if backend:
         hipbmm_inductor.set_backend(backend)
     elif named and not envs.is_set("HIPBMM_BACKEND"):
@@ -128,7 +128,7 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
             (lowering.enable if was_enabled else lowering.disable)()
         if dev.type == "cuda":
             chosen = envs.raw("HIPBMM_BACKEND")
-            hipbmm_inductor.set_backend("triton" if envs.HIPBMM_BACKEND == "auto" and not torch.version.hip
+            hipbmm_inductor.set_backend("triton" if envs.HIPBMM_BACKEND == "auto" and not hardware.is_rocm()
                                         else envs.HIPBMM_BACKEND)
             timings["default backend"] = envs.HIPBMM_BACKEND
             try:
@@ -163,7 +163,7 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
               f"{t['graphs, without']:.3f} ms, with it {t['graphs, with']:.3f} ms (compile took {compile_s:.1f} s)")
         print(f"compiled, default mode (kernels launched from Python): without the rewrite "
               f"{t['default, without']:.3f} ms, with it ({t['default backend']} backend) {t['default, with']:.3f} ms; "
-              f"eager {t['eager']:.3f} ms" + ("" if torch.version.hip else
+              f"eager {t['eager']:.3f} ms" + ("" if hardware.is_rocm() else
               ". On NVIDIA each hipb_mm_fp8 call costs more host time than the vendor GEMM's, so `auto` rewrites "
               "only graphs replayed as CUDA graphs"))
     else:

@@ -20,19 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import hardware
 from .compat import DYNAMO_TRACES_SCALED_MM_V2
 
 __all__ = ["FORMS", "BLOCKS", "BlockShape", "FP8Linear", "FP8MLP", "FP8DecoderBlock", "quantize_per_token",
            "quantize_weight_per_channel"]
-
-
-def _fp8_dtype(device: torch.device) -> torch.dtype:
-    # MI300 (gfx942) hipBLASLt takes the fnuz flavour; everything else here the OCP one.
-    if device.type == "cuda" and torch.version.hip:
-        arch = torch.cuda.get_device_properties(device).gcnArchName
-        if "gfx94" in arch:
-            return torch.float8_e4m3fnuz
-    return torch.float8_e4m3fn
 
 
 def _absmax_rows(x: torch.Tensor, fp8: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +60,7 @@ class FP8Linear(nn.Module):
         if form not in FORMS:
             raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
         device = torch.device(device or "cpu")
-        self.fp8 = fp8 or _fp8_dtype(device)
+        self.fp8 = fp8 or hardware.fp8_dtype(device)
         g = torch.Generator().manual_seed(seed)
         w = torch.randn(out_features, in_features, generator=g) / in_features**0.5
         wq, ws = quantize_weight_per_channel(w, self.fp8)

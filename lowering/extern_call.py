@@ -33,6 +33,7 @@ from torch._inductor import ir
 from torch._inductor.lowering import fallback_handler, register_lowering
 from torch._inductor.virtualized import V
 
+from hipbmm_inductor import hardware
 from hipbmm_inductor.ops import registry
 
 __all__ = ["register", "EXTERN_NAME"]
@@ -55,7 +56,7 @@ class HipbMmFp8Out(ir.ExternKernelOut):
 def _direct_call(device: torch.device, out_dtype) -> bool:
     if V.graph.cpp_wrapper or getattr(V.graph, "aot_mode", False):
         return False
-    if device is None or device.type != "cuda" or torch.version.hip or out_dtype != torch.bfloat16:
+    if device is None or device.type != "cuda" or hardware.is_rocm() or out_dtype != torch.bfloat16:
         return False
     try:
         backend = registry.backend_for(device)

@@ -40,7 +40,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 import hipbmm_inductor as hi
-from hipbmm_inductor import envs
+from hipbmm_inductor import envs, hardware
 from hipbmm_inductor.ops import registry
 from hipbmm_inductor.timing import copy_bandwidth, fp8_peak, time_graph, time_graphs, time_plain
 
@@ -114,8 +114,7 @@ def run_bench(
     fast = backend == "triton" and envs.HIPBMM_TRITON_ACCUMULATION == "fast"
     dev = torch.device(device)
     be = registry.backend_for(dev)
-    props = torch.cuda.get_device_properties(dev)
-    l2 = getattr(props, "L2_cache_size", 50 << 20)
+    l2 = hardware.l2_bytes(dev)
     bw = copy_bandwidth(dev)
     peak = fp8_peak(dev, fp8)
     log.info("copy bandwidth %.2f TB/s, fp8 peak %.0f TFLOP/s", bw / 1e12, peak / 1e12)
@@ -210,7 +209,7 @@ def format_row(r: dict | Record) -> str:
 
 def environment(device: torch.device) -> dict:
     """What ran: the device's name and the versions, for every results file."""
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    info = {"device": hardware.device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "python": platform.python_version()}
     try:
         info["triton"] = md.version("triton")

@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 import torch
 
-from hipbmm_inductor import envs
+from hipbmm_inductor import envs, hardware
 from hipbmm_inductor.bench import block as bb
 from hipbmm_inductor.bench.gemm import Record, format_row, run_bench
 from hipbmm_inductor.bench.suites import DEFAULT_MS, parse_ints, parse_shapes
@@ -32,7 +32,7 @@ def _plots():
 
 
 def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return hardware.device_name(device) if device.type == "cuda" else "CPU"
 
 
 def _main_block(args: argparse.Namespace) -> int:

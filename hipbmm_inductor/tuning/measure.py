@@ -31,6 +31,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from hipbmm_inductor import hardware
+
 from .rows import canonical_config
 
 __all__ = [
@@ -111,9 +113,9 @@ def unsafe_to_benchmark(A: Tensor) -> Optional[str]:
 def _cache_bytes(device: torch.device) -> int:
     if device.type != "cuda":
         return _CPU_LLC_BYTES
-    if torch.version.hip:
+    if hardware.is_rocm():
         return _ROCM_LLC_BYTES
-    return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20))
+    return hardware.l2_bytes(device)
 
 
 def _clone_like(t: Optional[Tensor]) -> Optional[Tensor]:
