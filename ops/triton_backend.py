@@ -234,12 +234,8 @@ class TritonBackend:
                 and A.data_ptr() % 16 == 0 and B.data_ptr() % 16 == 0)
 
     def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype, out=None) -> torch.Tensor:
-        result = self._first_call_fresh(key, A, B, scale_a, scale_b, bias, out_dtype)
-        return result if out is None else out.copy_(result)
-
-    def _first_call_fresh(self, key, A, B, scale_a, scale_b, bias, out_dtype) -> torch.Tensor:
         from .triton_fp8_gemm import hopper_failed, hopper_path, launch, prepare  # imports triton
-        from .triton_plan import HopperPlan, PortablePlan
+        from .triton_plan import HopperPlan, PortablePlan, into as _into
 
         fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"  # raises, naming the variable, if invalid
         if (A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
@@ -248,8 +244,8 @@ class TritonBackend:
             # this call runs on the portable kernel's heuristic and builds no plan, so that the
             # shape's aligned calls still get the Gluon plan.
             M, K = A.shape
-            return launch(heuristic_config(M, B.shape[1], K, fast), A, B, scale_a, scale_b, bias, out_dtype,
-                          fast_accum=fast)
+            return _into(out, launch(heuristic_config(M, B.shape[1], K, fast), A, B, scale_a, scale_b, bias,
+                                     out_dtype, fast_accum=fast))
         config, final = self._resolve(A, B, scale_a, scale_b, bias, out_dtype, fast)
         M, K = A.shape
         N = B.shape[1]
@@ -257,28 +253,28 @@ class TritonBackend:
             # A HOPPER config where the Gluon kernel cannot run (a validated Triton is missing,
             # it failed here once, or this call's A/B are not 16-byte aligned): the portable
             # kernel, through launch(), which raises for a non-sm_90 device.
-            return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
+            return _into(out, launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast))
         if config.get("HOPPER", 0):
             from . import triton_fp8_hopper as hopper
 
             plan = HopperPlan(config, hopper.prepare(config, M, N, K, bias is not None, A.device), A.device,
                               fast_accum=fast)
             try:
-                out = plan(A, B, scale_a, scale_b, bias)
+                result = plan(A, B, scale_a, scale_b, bias, out)
             except (ValueError, torch.OutOfMemoryError):
                 raise
             except Exception as e:  # noqa: BLE001 - Gluon compile errors or API drift: fall back
                 hopper_failed(A.device, e)
                 self.reset_plans()
-                return launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast)
+                return _into(out, launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast))
         else:
             plan = PortablePlan(config, prepare(config, M, N, K, A.dtype, bias is not None, A.device, fast), A.device)
-            out = plan(A, B, scale_a, scale_b, bias)
+            result = plan(A, B, scale_a, scale_b, bias, out)
         if final:  # not a default handed out while online tuning had to wait (graph capture)
             if len(self._plans) >= PLAN_CACHE_SIZE:
                 self._plans.clear()
             self._plans[key] = plan
-        return out
+        return result
 
     def config_error(self, config: dict, n: int, k: int, extra: str):
         """Why a cached or imported ``config`` cannot serve an ``[*, K] x [K, N]`` GEMM under the

@@ -29,7 +29,7 @@ import torch
 from . import triton_fp8_gemm as portable
 from .triton_launch import CompiledLaunch, current_stream, hooks_installed
 
-__all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE"]
+__all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE", "into"]
 
 # Encoded TMA descriptors kept per plan and operand. The caching allocator hands the same few
 # addresses out step after step, so a handful are live at a time; past this many the cache is
@@ -44,7 +44,7 @@ def _put(cache: dict, key: int, value: tuple) -> tuple:
     return value
 
 
-def _into(out, result: torch.Tensor) -> torch.Tensor:
+def into(out, result: torch.Tensor) -> torch.Tensor:
     """``result``, or copied into the caller's ``out`` where one was given (the rare calls that
     cannot write there directly)."""
     return result if out is None else out.copy_(result)
@@ -126,7 +126,7 @@ class HopperPlan(_Plan):
         if (a | w) & 15:
             # TMA addresses 16-byte-aligned bases only: this call runs on the portable kernel.
             self.through_triton["A or B not 16-byte aligned (portable kernel)"] += 1
-            return _into(out, portable.launch(
+            return into(out, portable.launch(
                 portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K, self._fast_accum),
                 A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum))
         if out is None:
@@ -177,7 +177,7 @@ class PortablePlan(_Plan):
         b = s2 if bias is None else bias.data_ptr()
         if p.a_tma and a & 15:  # TMA needs an aligned base: this call only, without the descriptor
             self.through_triton["A not 16-byte aligned (no TMA)"] += 1
-            return _into(out, portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
+            return into(out, portable.launch(self.config, A, B, scale_a, scale_b, bias, torch.bfloat16,
                                               fast_accum=not p.constexprs[9]))
         if out is None:
             out = torch.empty(self._shape, dtype=torch.bfloat16, device=self._device)
