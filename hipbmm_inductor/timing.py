@@ -13,7 +13,34 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["capture_graph", "time_graph", "time_graphs", "time_plain", "host_us", "copy_bandwidth", "fp8_peak"]
+from hipbmm_inductor import hardware
+
+__all__ = ["capture_graph", "time_graph", "time_graphs", "time_plain", "host_us", "copy_bandwidth", "fp8_peak",
+           "cache_bytes", "rotations", "ROTATION_CACHE_MULTIPLE"]
+
+# Timed calls rotate through input sets whose bytes, together, reach this many times the
+# device's last-level cache, so that no call finds its operands in cache (METHOD.md).
+ROTATION_CACHE_MULTIPLE = 3
+# MI300X has a 256 MiB Infinity Cache behind its L2, which torch does not report; NVIDIA reports
+# its L2. aiter rotates a 128 MiB buffer (docs/contract.md, "aiter online tuning").
+_ROCM_LLC_BYTES = 256 << 20
+_CPU_LLC_BYTES = 64 << 20
+
+
+def cache_bytes(device: torch.device) -> int:
+    """The last-level cache that timed inputs must not fit in: L2 on NVIDIA, the Infinity Cache
+    on ROCm, a generous CPU LLC on the CPU."""
+    if device.type != "cuda":
+        return _CPU_LLC_BYTES
+    if hardware.is_rocm():
+        return _ROCM_LLC_BYTES
+    return hardware.l2_bytes(device)
+
+
+def rotations(bytes_per_call: int, cache: int, cap: int) -> int:
+    """How many input sets of ``bytes_per_call`` reach :data:`ROTATION_CACHE_MULTIPLE` x ``cache``
+    (at least 2, so that consecutive calls never share inputs; at most ``cap``)."""
+    return max(2, min(cap, math.ceil(ROTATION_CACHE_MULTIPLE * cache / max(bytes_per_call, 1))))
 
 
 def _median_ms_events(fn: Callable[[], None], repeats: int) -> list[float]:

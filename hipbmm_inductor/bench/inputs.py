@@ -3,13 +3,13 @@ weight in cache."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from hipbmm_inductor.ops.layout import prepack_weight
+from hipbmm_inductor.timing import rotations
 
 __all__ = ["InputSet", "rotation", "random_inputs", "make_sets"]
 
@@ -30,15 +30,14 @@ class InputSet:
 
 
 def rotation(M: int, N: int, K: int, l2_bytes: int) -> int:
-    """How many input sets the timed calls rotate through: enough that the bytes one FP8 call
-    touches (A, W, out), over all sets, reach 3x L2, so no call finds its weight in cache.
+    """How many input sets the timed calls rotate through (:func:`hipbmm_inductor.timing.rotations`),
+    counting the bytes one FP8 call touches: A, W, out.
 
     Sized by the FP8 call alone: the bf16 copies some sets also carry are never touched by it.
     (Counting them once made 4096 x 4096 rotate over 2 sets, 34 MB of weights, inside H100's
     50 MB L2, and flattered both sides' no-bias times at M <= 64.)
     """
-    per_call = M * K + N * K + 2 * M * N
-    return max(2, min(32, math.ceil(3 * l2_bytes / per_call)))
+    return rotations(M * K + N * K + 2 * M * N, l2_bytes, cap=32)
 
 
 def random_inputs(M: int, N: int, K: int, fp8, bias, device, with_bf16: bool = False,

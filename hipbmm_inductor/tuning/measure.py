@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from hipbmm_inductor import hardware
+from hipbmm_inductor import timing
 
 from .rows import canonical_config
 
@@ -81,13 +81,9 @@ class BenchSettings:
 
 DEFAULT_SETTINGS = BenchSettings()
 NOISE_MARGIN = DEFAULT_SETTINGS.noise_margin
-# Rotating buffers must exceed the last-level cache. MI300X has a 256 MiB Infinity Cache behind
-# its L2; NVIDIA reports its L2 size. aiter uses a 128 MiB rotating buffer (docs/contract.md, "aiter online tuning").
-_ROCM_LLC_BYTES = 256 << 20
-_CPU_LLC_BYTES = 64 << 20
-# Enough sets for a 1 MiB weight to exceed a 256 MiB cache twice over; small enough that
+# Enough sets for a 1 MiB weight to exceed a 256 MiB cache three times over; small enough that
 # building them (one copy each) stays well under a millisecond per set.
-MAX_ROTATIONS = 512
+MAX_ROTATIONS = 768
 
 
 def _capturing() -> bool:
@@ -110,14 +106,6 @@ def unsafe_to_benchmark(A: Tensor) -> Optional[str]:
     return None
 
 
-def _cache_bytes(device: torch.device) -> int:
-    if device.type != "cuda":
-        return _CPU_LLC_BYTES
-    if hardware.is_rocm():
-        return _ROCM_LLC_BYTES
-    return hardware.l2_bytes(device)
-
-
 def _clone_like(t: Optional[Tensor]) -> Optional[Tensor]:
     """A copy with the same shape, dtype, strides and values (``B``'s (1, K) view included)."""
     if t is None:
@@ -131,14 +119,15 @@ def _nbytes(t: Optional[Tensor]) -> int:
 
 
 def rotating_inputs(A, B, scale_a, scale_b, bias, out_dtype, target_bytes: Optional[int] = None) -> list[tuple]:
-    """Copies of the inputs (plus room for the output) that together exceed ``target_bytes``."""
+    """Copies of the inputs (plus room for the output) that together exceed ``target_bytes``
+    (default: the benchmarks' rule, :func:`hipbmm_inductor.timing.rotations`)."""
+    out_bytes = A.shape[0] * B.shape[1] * out_dtype.itemsize
+    one = sum(_nbytes(t) for t in (A, B, scale_a, scale_b, bias)) + out_bytes
     if target_bytes is None:
-        target_bytes = 2 * _cache_bytes(A.device)
+        target_bytes = timing.ROTATION_CACHE_MULTIPLE * timing.cache_bytes(A.device)
     if A.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(A.device)
         target_bytes = min(target_bytes, free // 4)  # never push a serving process towards OOM
-    out_bytes = A.shape[0] * B.shape[1] * out_dtype.itemsize
-    one = sum(_nbytes(t) for t in (A, B, scale_a, scale_b, bias)) + out_bytes
     count = max(1, min(MAX_ROTATIONS, math.ceil(target_bytes / max(one, 1))))
     return [tuple(_clone_like(t) for t in (A, B, scale_a, scale_b, bias)) for _ in range(count)]
 
@@ -199,19 +188,10 @@ def _cuda_graph_timer(fn: Callable[[int], object], reps: int) -> list:
     2% slower than the default (a tuning run timed with event pairs). So
     candidates are timed the way they will run. Falls back to event timing where capture fails.
     """
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capture: Triton compiles on a config's first call
-        for i in range(2):
-            fn(i)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
     calls = max(1, min(reps, 20))  # calls per graph: amortises the replay's own launch
-    graph = torch.cuda.CUDAGraph()
     try:
-        with torch.cuda.graph(graph):
-            for i in range(calls):
-                fn(i)
+        # Warmed up off the capture first: Triton compiles on a config's first call.
+        graph = timing.capture_graph(lambda: [fn(i) for i in range(calls)], warmup=1)
     except Exception as e:  # a launcher that cannot be captured: time it eagerly instead
         log.debug("tuning: CUDA-graph capture failed (%s); timing with events", e)
         torch.cuda.synchronize()

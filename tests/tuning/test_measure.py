@@ -39,6 +39,18 @@ def test_rotating_inputs_same_layout_and_values_and_exceed_target():
                                rtol=0, atol=0)
 
 
+def test_rotating_inputs_default_to_the_benchmarks_cache_rule(monkeypatch):
+    # One rule for the tuner and bench (hipbmm_inductor/timing.py): the sets reach 3x the cache.
+    from hipbmm_inductor import timing
+
+    monkeypatch.setattr(timing, "cache_bytes", lambda device: 1 << 20)
+    args = fakes.inputs(M=16, N=64, K=128)
+    A, B, sa, sb, _, out_dtype = args
+    per_set = sum(t.numel() * t.element_size() for t in (A, B, sa, sb)) + 16 * 64 * 2
+    sets = rotating_inputs(*args)
+    assert (len(sets) - 1) * per_set < 3 * (1 << 20) <= len(sets) * per_set
+
+
 def test_timed_calls_rotate_over_every_input_set():
     seen = []
 
