@@ -42,7 +42,10 @@ def canonical_config(config: dict) -> str:
 
 
 @dataclass(frozen=True)
-class Row:
+class Where:
+    """What both a tuned row and a recorded untuned shape say about where a GEMM ran: backend,
+    device, library versions and dtypes (the leading columns of both files)."""
+
     backend: str
     arch: str
     device_name: str
@@ -51,6 +54,10 @@ class Row:
     b_dtype: str
     out_dtype: str
     bias: str
+
+
+@dataclass(frozen=True)
+class Row(Where):
     n: int
     k: int
     m_bucket: int

@@ -17,9 +17,10 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from .key import safe_arch
+
 from .files import file_lock
-from .rows import now_utc
+from .key import safe_arch
+from .rows import Where, now_utc
 
 __all__ = ["UNTUNED_COLUMNS", "UntunedShape", "untuned_path", "append_untuned", "read_untuned", "make_untuned"]
 
@@ -33,15 +34,7 @@ _HEADER = ",".join(UNTUNED_COLUMNS)
 
 
 @dataclass(frozen=True)
-class UntunedShape:
-    backend: str
-    arch: str
-    device_name: str
-    versions: str
-    a_dtype: str
-    b_dtype: str
-    out_dtype: str
-    bias: str
+class UntunedShape(Where):
     m: int
     n: int
     k: int
