@@ -94,7 +94,7 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
     model = FP8MLP(hidden, intermediate, device=dev).eval()
     x = torch.randn(tokens, hidden, device=dev, dtype=torch.bfloat16)
     # On a GPU the model is compiled as serving engines run it, for CUDA-graph replay
-    # (mode="reduce-overhead"): that is where `auto` rewrites on sm_90 (TritonBackend.is_fast_for).
+    # (mode="reduce-overhead"); the default mode is timed too, further down.
     mode = "reduce-overhead" if dev.type == "cuda" else None
     with torch.no_grad(), inductor_config.patch(freezing=True):
         ref = model(x)
@@ -119,24 +119,16 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
             plain = plain_fn(x).clone()
             if dev.type == "cuda":
                 timings["graphs, without"] = _median_ms(plain_fn, x, iters)
-                # Default mode (kernels launched from Python, no graphs): `auto` keeps the vendor
-                # GEMM there on NVIDIA, so the rewrite is timed with the Triton backend named.
+                # Default mode: kernels launched from Python, no graphs.
                 torch._dynamo.reset()
                 timings["default, without"] = _median_ms(torch.compile(model), x, iters)
                 timings["eager"] = _median_ms(model, x, iters)
         finally:
             (lowering.enable if was_enabled else lowering.disable)()
         if dev.type == "cuda":
-            chosen = envs.raw("HIPBMM_BACKEND")
-            hipbmm_inductor.set_backend("triton" if envs.HIPBMM_BACKEND == "auto" and not hardware.is_rocm()
-                                        else envs.HIPBMM_BACKEND)
-            timings["default backend"] = envs.HIPBMM_BACKEND
-            try:
-                torch._dynamo.reset()
-                timings["default, with"] = _median_ms(torch.compile(model), x, iters)
-            finally:
-                hipbmm_inductor.set_backend(None if chosen is None else str(chosen))
-                torch._dynamo.reset()
+            torch._dynamo.reset()
+            timings["default, with"] = _median_ms(torch.compile(model), x, iters)
+            torch._dynamo.reset()
     code = "\n".join(codes)
 
     calls = re.findall(r"(?:hipbmm\.hipb_mm_fp8\.default|\bhipb_mm_fp8_out)\(\w+, (\w+),", code)
@@ -162,10 +154,7 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
         print(f"compiled for CUDA graphs (mode='reduce-overhead', median of {iters}): without the rewrite "
               f"{t['graphs, without']:.3f} ms, with it {t['graphs, with']:.3f} ms (compile took {compile_s:.1f} s)")
         print(f"compiled, default mode (kernels launched from Python): without the rewrite "
-              f"{t['default, without']:.3f} ms, with it ({t['default backend']} backend) {t['default, with']:.3f} ms; "
-              f"eager {t['eager']:.3f} ms" + ("" if hardware.is_rocm() else
-              ". On NVIDIA each hipb_mm_fp8 call costs more host time than the vendor GEMM's, so `auto` rewrites "
-              "only graphs replayed as CUDA graphs"))
+              f"{t['default, without']:.3f} ms, with it {t['default, with']:.3f} ms; eager {t['eager']:.3f} ms")
     else:
         print(f"speed: not measured here. On the CPU hipb_mm_fp8 runs the fp32 reference backend (the test oracle), "
               f"so its timings would say nothing about GPU speed; GPU figures are in docs/benchmarks.md "

@@ -113,11 +113,11 @@ class TritonBackend:
         return Availability(True, f"{arch}: {how}")
 
     # What `auto` rewrites on sm_90 is decided by these rules; part of the pass's cache key.
-    routing_version = "sm90-h200-v3"
+    routing_version = "sm90-h200-v4"
 
     def is_fast(self, device: torch.device) -> bool:
         # NOTE: False: no device-wide answer holds. Where this backend beats the vendor GEMM
-        # depends on the shape, M and whether the caller replays CUDA graphs: is_fast_for.
+        # depends on the shape and M: is_fast_for.
         return False
 
     def is_fast_for(self, device: torch.device, n: int, k: int, m: Optional[int]) -> bool:
@@ -125,32 +125,30 @@ class TritonBackend:
         symbolic) here instead of the vendor GEMM; read by the compiler pass at compile time.
 
         Only on sm_90 with the Gluon kernel on a validated Triton (elsewhere the portable kernel
-        loses to cuBLASLt above M = 64), and only where the graph is replayed as a CUDA graph
-        (Inductor's ``triton.cudagraphs``, which ``mode="reduce-overhead"`` sets). The evidence
+        loses to cuBLASLt above M = 64), for a static M <= 64, in every compile mode. The evidence
         (``docs/results.md`` names the files):
 
-        - under CUDA graphs only GPU time counts: x1.26-2.22 at every suite point with M <= 64
-          (``h200/suite.json``), a margin wide enough to hold for shapes the suite lacks; at
-          M = 256 x0.98-1.29 and from M = 1024 x0.94-1.05, too close to call for an unmeasured
-          shape. The Llama-3-8B block then runs x1.37-1.55 at 1-16 tokens (``h200/block.json``);
-        - without graphs each call pays its host time inside the compiled graph, where it cost
-          12-35 us more than Inductor's own ``_scaled_mm`` call: the block rewritten in the default
-          mode ran x0.81-0.85 at 1-512 tokens (``h200/block_triton.json``), x0.85-0.86 with only
-          its two largest weights rewritten (``h200/block_large_weights.json``): never;
+        - GPU time: x1.23-2.90 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
+          Mistral and DeepSeek in three runs (``h200/suite_run*.json``), a margin wide enough for
+          shapes the suites lack; at M = 128-256 one weight in the sweep stays below x0.95 under
+          its best config (10240 x 8192 at M = 128, ``h200/sweep_hopper.json``), too close to
+          call for an unmeasured shape;
+        - host time: in a compiled graph the call is the launch plan's own, into Inductor's
+          buffer (``lowering/extern_call.py``), and costs no more than Inductor's ``_scaled_mm``
+          call: the Llama-3-8B block with its linears rewritten runs x1.07-1.11 at 1-128 tokens
+          in the default mode and x1.14-1.52 under CUDA graphs (``h200/block_triton.json``);
         - symbolic M: no, a graph compiled for every M also serves prefill-sized M.
         """
         if m is None or not self._gluon_ready(device):
             return False
-        from torch._inductor import config as inductor_config
-
-        return bool(inductor_config.triton.cudagraphs) and m <= 64
+        return m <= 64
 
     def describe_routing(self, device: torch.device) -> str:
         """What `auto` does with this backend on ``device``, in one line (``info`` prints it)."""
         if not self._gluon_ready(device):
             return "auto keeps the vendor GEMM (the Triton kernel beats it only on sm_90 with a validated Triton)"
-        return ("auto rewrites linears with a static M <= 64 in graphs compiled for CUDA-graph replay "
-                "(mode='reduce-overhead'); the vendor GEMM elsewhere (default mode: the vendor call's host cost is lower)")
+        return ("auto rewrites linears with a static M <= 64 (decode), in every compile mode; the vendor GEMM "
+                "for larger or symbolic M")
 
     @staticmethod
     def _gluon_ready(device: torch.device) -> bool:

@@ -1,6 +1,6 @@
 """What ``auto`` routes to the Triton backend (``TritonBackend.is_fast_for``), by rule.
 
-The rules are read off ``benchmarks/results/h200/suite.json`` and ``host_cost.json``; these tests
+The rules are read off ``benchmarks/results/h200/`` (suites, sweep, block; docs/triton.md); these tests
 pin the rules themselves (a change must be deliberate, with its ``routing_version`` bumped), and
 that nothing routes where the Gluon kernel cannot run.
 """
@@ -20,17 +20,13 @@ def sm90(monkeypatch):
     return TritonBackend()
 
 
-@pytest.mark.parametrize("m,expected", [(1, True), (64, True), (65, False), (256, False), (4096, False),
-                                        (None, False)])
-def test_under_cuda_graphs_static_m_up_to_64(sm90, m, expected):
-    with inductor_config.patch({"triton.cudagraphs": True}):
-        assert sm90.is_fast_for(torch.device("cuda"), 4096, 4096, m) is expected
-
-
-@pytest.mark.parametrize("n,k,m", [(28672, 4096, 1), (4096, 14336, 16), (6144, 4096, 1), (57344, 8192, None)])
-def test_without_graphs_nothing_routes(sm90, n, k, m):
-    with inductor_config.patch({"triton.cudagraphs": False}):
-        assert sm90.is_fast_for(torch.device("cuda"), n, k, m) is False
+@pytest.mark.parametrize("cudagraphs", [True, False])
+@pytest.mark.parametrize("m,expected", [(1, True), (64, True), (65, False), (128, False), (256, False),
+                                        (4096, False), (None, False)])
+def test_static_m_up_to_64_in_every_compile_mode(sm90, m, expected, cudagraphs):
+    with inductor_config.patch({"triton.cudagraphs": cudagraphs}):
+        for n, k in ((4096, 4096), (28672, 4096), (128, 4096), (57344, 8192)):
+            assert sm90.is_fast_for(torch.device("cuda"), n, k, m) is expected
 
 
 def test_nothing_routes_where_the_gluon_kernel_cannot_run():
