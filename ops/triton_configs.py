@@ -4,8 +4,10 @@ the heuristic used without tuning.
 A config is a flat dict with :data:`CONFIG_KEYS` (JSON in the tuning cache). ``HOPPER: 1`` routes
 it to the sm_90 Gluon kernel (:mod:`.triton_fp8_hopper`), which reads ``BLOCK_M``, ``BLOCK_N``,
 ``BLOCK_K``, ``num_stages`` and ``GROUP_M``; otherwise the portable kernel
-(:mod:`.triton_fp8_gemm`) takes all of them. Every rule here was read off an H100 sweep
-(``benchmarks/sweep_triton.py``, results in ``benchmarks/results/h100/sweep_*.json``; docs/results.md).
+(:mod:`.triton_fp8_gemm`) takes all of them. Every rule here was read off a sweep
+(``benchmarks/sweep_triton.py``; docs/results.md): the sm_90 kernel's per chip
+(:func:`hopper_chip`), from ``benchmarks/results/h100/sweep_*.json`` on the H100 and
+``benchmarks/results/h200/sweep_hopper.json`` on the H200; the portable kernel's from the H100's.
 """
 
 from __future__ import annotations
@@ -148,6 +150,10 @@ def hopper_configs() -> list[dict]:
 def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False,
                      chip: str | None = None) -> dict:
     """The config used without tuning, per (N, K, M bucket), accumulation mode and device.
+
+    ``chip``: which sm_90 chip's rules pick the Gluon kernel's config (:data:`HOPPER_CHIPS`;
+    default :func:`hopper_chip` of the current device). The H200's are :func:`_hopper_h200`; what
+    follows is the H100's, which every other chip and the portable kernel use.
 
     Read off the H100 sweeps (``benchmarks/sweep_triton.py``; results in
     ``benchmarks/results/h100/sweep_*.json``, docs/results.md names each; docs/triton.md):
