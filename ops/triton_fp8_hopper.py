@@ -341,10 +341,10 @@ def check_config(config: dict, K: int) -> None:
     # A 256-wide tile needs both consumers: on one (BLOCK_M 64) its two accumulator halves plus
     # the fresh sum leave no registers to spare (Triton 3.9 spills it).
     ok = bm in (64, 128) and ((bn in (32, 64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128 and bm == 128))
-    if not ok or K % bk != 0 or not 2 <= stages <= 6 or hopper_smem_bytes(config) > HOPPER_SMEM_BYTES:
+    if not ok or K % bk != 0 or not 2 <= stages <= 8 or hopper_smem_bytes(config) > HOPPER_SMEM_BYTES:
         raise ValueError(
             f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (32, 64, 128) with BLOCK_K in "
-            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128, K % BLOCK_K == 0 (K={K}), 2 to 6 "
+            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128, K % BLOCK_K == 0 (K={K}), 2 to 8 "
             f"stages, and num_stages * (BLOCK_M + BLOCK_N) * BLOCK_K + BLOCK_M * min(BLOCK_N, 128) * 2 "
             f"<= {HOPPER_SMEM_BYTES} bytes of shared memory (the operand ring and the output staging tiles)"
         )

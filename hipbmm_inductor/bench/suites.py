@@ -7,6 +7,12 @@ __all__ = ["SUITES", "DEFAULT_MS", "parse_shapes", "parse_ints"]
 SUITES = {
     "llama3-8b": [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)],
     "llama3-70b": [(10240, 8192), (8192, 8192), (57344, 8192), (8192, 28672)],
+    # A second set, other model families' linears (N, K): Qwen2.5-7B qkv, gate_up, down; Mistral-Nemo-12B
+    # qkv, down; DeepSeek-V3-like shapes: a q_a/kv_a-sized projection whose N = 2064 no tile divides,
+    # q_b, o, an expert's down; a 128-expert MoE router (N = 128); Qwen3-32B down (K = 25600).
+    "qwen-mistral-deepseek": [(4608, 3584), (37888, 3584), (3584, 18944), (6144, 5120), (5120, 14336),
+                              (2064, 7168), (24576, 1536), (7168, 16384), (7168, 2048), (128, 4096),
+                              (5120, 25600)],
 }
 DEFAULT_MS = (1, 16, 64, 256, 1024, 4096)
 
