@@ -129,7 +129,8 @@ class TritonBackend:
         (``docs/results.md`` names the files):
 
         - GPU time: x1.23-2.90 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
-          Mistral and DeepSeek in three runs (``h200/suite_run*.json``), a margin wide enough for
+          Mistral and DeepSeek in three runs (``h200/suite_h200_run1.json``, ``h200/suite_h200_run2.json``,
+          ``h200/suite_h200_run3.json``), a margin wide enough for
           shapes the suites lack; at M = 128-256 one weight in the sweep stays below x0.95 under
           its best config (10240 x 8192 at M = 128, ``h200/sweep_hopper.json``), too close to
           call for an unmeasured shape;
