@@ -113,7 +113,7 @@ class TritonBackend:
         return Availability(True, f"{arch}: {how}")
 
     # What `auto` rewrites on sm_90 is decided by these rules; part of the pass's cache key.
-    routing_version = "sm90-h200-v4"
+    routing_version = "sm90-h200-v5"
 
     def is_fast(self, device: torch.device) -> bool:
         # NOTE: False: no device-wide answer holds. Where this backend beats the vendor GEMM
@@ -125,7 +125,8 @@ class TritonBackend:
         symbolic) here instead of the vendor GEMM; read by the compiler pass at compile time.
 
         Only on sm_90 with the Gluon kernel on a validated Triton (elsewhere the portable kernel
-        loses to cuBLASLt above M = 64), for a static M <= 64, in every compile mode. The evidence
+        loses to cuBLASLt above M = 64), for a static M <= 64: under CUDA graphs always; launched
+        from Python (no graphs), only where one Gluon launch serves the shape. The evidence
         (``docs/results.md`` names the files):
 
         - GPU time: x1.23-2.90 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
@@ -137,19 +138,30 @@ class TritonBackend:
         - host time: in a compiled graph the call is the launch plan's own, into Inductor's
           buffer (``lowering/extern_call.py``), and costs no more than Inductor's ``_scaled_mm``
           call: the Llama-3-8B block with its linears rewritten runs x1.07-1.11 at 1-128 tokens
-          in the default mode and x1.14-1.52 under CUDA graphs (``h200/block_triton.json``);
+          in the default mode and x1.14-1.52 under CUDA graphs (``h200/block_triton.json``,
+          ``h200/block_triton_run1.json``). That holds where the heuristic picks the Gluon
+          kernel: the portable kernel's split-K (the H200 rules' choice for a 128-column weight)
+          launches twice and allocates a workspace, and a compiled 128 x 4096 linear ran x0.74
+          without graphs (``h200/host_cost_compiled.json``);
         - symbolic M: no, a graph compiled for every M also serves prefill-sized M.
         """
-        if m is None or not self._gluon_ready(device):
+        if m is None or m > 64 or not self._gluon_ready(device):
             return False
-        return m <= 64
+        # Read at compile time, like the rest of the rule: whether the graph is compiled for replay.
+        from torch._inductor import config as inductor_config
+
+        if inductor_config.triton.cudagraphs:
+            return True
+        fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"
+        return bool(_heuristic(config_bucket(m), n, k, fast, True).get("HOPPER", 0))
 
     def describe_routing(self, device: torch.device) -> str:
         """What `auto` does with this backend on ``device``, in one line (``info`` prints it)."""
         if not self._gluon_ready(device):
             return "auto keeps the vendor GEMM (the Triton kernel beats it only on sm_90 with a validated Triton)"
-        return ("auto rewrites linears with a static M <= 64 (decode), in every compile mode; the vendor GEMM "
-                "for larger or symbolic M")
+        return ("auto rewrites linears with a static M <= 64 (decode): every one in graphs compiled for CUDA-graph "
+                "replay, those the Gluon kernel serves in one launch in the default mode; the vendor GEMM for larger "
+                "or symbolic M")
 
     @staticmethod
     def _gluon_ready(device: torch.device) -> bool:
