@@ -1,7 +1,7 @@
 """What does the Python around ``aiter.hipb_mm`` cost per call? The aiter backend's host overhead.
 
 Three variants, timed in turns on the CPU against one zero-work stand-in for ``aiter``
-(``tests/aiter_standin.py`` with ``zero_work_out``: its ``hipb_mm`` returns a preallocated tensor,
+(``tests/support/aiter_standin.py`` with ``zero_work_out``: its ``hipb_mm`` returns a preallocated tensor,
 with no checks, no recording and no math), so every difference is host time spent in our code:
 
 - ``hipb_mm_direct``: the stand-in's ``hipb_mm`` called exactly as the backend calls it;
@@ -48,7 +48,7 @@ from hipbmm_inductor import tuning  # noqa: E402
 from hipbmm_inductor.ops import aiter_backend, registry  # noqa: E402
 from hipbmm_inductor.ops.registry import Availability  # noqa: E402
 from hipbmm_inductor.tuning.key import library_versions  # noqa: E402
-from tests.aiter_standin import AiterStandIn  # noqa: E402
+from tests.support.aiter_standin import AiterStandIn  # noqa: E402
 
 VARIANTS = ("hipb_mm_direct", "backend_run", "op")
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cpu" / "aiter_overhead.json"

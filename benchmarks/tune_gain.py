@@ -67,7 +67,7 @@ def _use_backend(name: str) -> None:
 
     if name == "fake_tune":  # the test suite's pure-torch tunable backend: checks this script on a CPU
         sys.path.insert(0, ROOT)
-        from tests.tuning import fakes
+        from tests.support import tuning_fakes as fakes
 
         fakes.register()
     hi.set_backend(name)

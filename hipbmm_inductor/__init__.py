@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path as _Path
 
+# Set before the submodule imports below: status, tuning.key and the lowering's cache key import
+# it at their top.
 __version__ = "0.1.0"
 
 # NOTE: in a source checkout `ops/` and `lowering/` sit beside this package (the design card's

@@ -76,7 +76,7 @@ def run_demo(tokens: Optional[int] = None, hidden: Optional[int] = None, interme
     # Inductor is imported when the demo runs, not when the command line is built: `info`, `tune`
     # and `cache` must not load it.
     import torch._inductor.config as inductor_config
-    from torch._inductor.utils import run_and_get_code
+    from torch._inductor.utils import run_and_get_code  # (Inductor too)
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokens, hidden, intermediate = demo_sizes(dev, tokens, hidden, intermediate)

@@ -8,7 +8,8 @@ from typing import Optional
 
 import torch
 
-from . import envs, hardware
+from . import __version__, envs, hardware
+from .lowering import is_enabled
 from .ops import registry
 from .ops.errors import BackendUnavailableError
 
@@ -100,7 +101,7 @@ def _guarded(fn, *args):
 
 def _triton_version() -> Optional[str]:
     try:
-        import triton
+        import triton  # optional (the `triton` extra), and `import hipbmm_inductor` must not load it
 
         return triton.__version__
     except Exception:
@@ -133,9 +134,9 @@ def _auto_rewrites(device: torch.device, rows: list[BackendStatus]) -> str:
 
 def status(device: Optional[torch.device | str] = None) -> Status:
     """Report platform, the configured and chosen backend, and each backend's usability."""
-    from . import __version__
+    # NOTE: importing the tuner costs as much again as the rest of the package (about 20 ms each,
+    # `python -X importtime`): the first status() loads it, not `import hipbmm_inductor`.
     from . import tuning
-    from .lowering import is_enabled
 
     device = torch.device(device) if device is not None else _default_device()
     name = hardware.device_name(device)

@@ -55,6 +55,7 @@ def disable() -> None:
 
 def install():
     """Install the pass into ``torch._inductor.config`` now (imports Inductor); idempotent."""
+    # Imports Inductor (about 1.3 s, lowering/hook.py): `import hipbmm_inductor` must not.
     from .inductor_pass import install as _install
 
     return _install()

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.fx as fx
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from hipbmm_inductor.ops.validate import BIAS_DTYPES, FP8_DTYPES, check_shape_supported
 
@@ -104,8 +105,6 @@ def _static_int(x) -> Optional[int]:
     if isinstance(x, int):
         return x
     try:
-        from torch.fx.experimental.symbolic_shapes import is_concrete_int
-
         return int(x) if is_concrete_int(x) else None
     except Exception:
         return None

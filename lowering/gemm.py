@@ -11,12 +11,14 @@ from typing import Optional, Union
 
 import torch
 import torch.fx as fx
+from torch._subclasses.fake_tensor import is_fake, unset_fake_temporarily
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from hipbmm_inductor import envs
 from hipbmm_inductor.ops import registry
 from hipbmm_inductor.ops.errors import BackendUnavailableError
 
-from . import LoweringSettingError
+from . import LoweringSettingError, is_enabled
 
 __all__ = ["Gemm", "Context", "Extracted", "DISABLED", "explicit_backend", "lowering_enabled", "val", "is_call", "bind", "known", "constant", "is_unit_constant", "one_element"]
 
@@ -88,15 +90,11 @@ def known(cond) -> bool:
     """True only if ``cond`` holds for every value of the symbolic sizes (never guards)."""
     if isinstance(cond, bool):
         return cond
-    from torch.fx.experimental.symbolic_shapes import statically_known_true
-
     return statically_known_true(cond)
 
 
 def constant(gm: fx.GraphModule, node) -> Optional[torch.Tensor]:
     """The real tensor behind a ``get_attr`` node (a frozen parameter), else ``None``."""
-    from torch._subclasses.fake_tensor import is_fake
-
     if isinstance(node, fx.Node) and node.op == "get_attr" and gm is not None:
         obj = gm
         for part in node.target.split("."):
@@ -115,8 +113,6 @@ def is_unit_constant(gm: fx.GraphModule, node) -> bool:
     Anything else (a graph input, a computed value) is simply not known to be 1; the rewrite then
     multiplies by it, which is exact either way.
     """
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-
     try:
         if isinstance(node, (int, float)):
             return node == 1
@@ -146,8 +142,6 @@ def explicit_backend() -> bool:
 
 def lowering_enabled() -> bool:
     """``HIPBMM_LOWERING`` / ``enable()`` / ``disable()``; an invalid value raises, naming it."""
-    from . import is_enabled
-
     try:
         return is_enabled()
     except ValueError as e:

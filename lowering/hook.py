@@ -33,6 +33,7 @@ def _install() -> None:
         _pending = True  # `from hipbmm_inductor.lowering import inductor_pass` came first
         return
     try:
+        # Imports Inductor, which `import hipbmm_inductor` (this module's importer) must not do.
         from .inductor_pass import install
 
         install()

@@ -29,9 +29,17 @@ import sys
 from typing import Any, Optional
 
 import torch
+import torch._inductor.config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
 from hipbmm_inductor import __version__, envs
+from hipbmm_inductor.ops import registry
+
+from . import LoweringSettingError
+from .counters import record_skip
+from .gemm import DISABLED, explicit_backend, lowering_enabled
+from .hook import take_pending
+from .patterns import FORMS, find_candidates
 
 __all__ = ["HipbmmLoweringPass", "install", "register_patterns", "fingerprint"]
 
@@ -50,9 +58,9 @@ _SOURCES = (
 @functools.cache
 def register_patterns() -> None:
     """Register every form into Inductor's freezing pattern passes (once per process)."""
+    # Not at the top: this module loads while Inductor's config does (lowering/hook.py), and the
+    # pattern matcher imported then is a circular import inside Inductor.
     from torch._inductor.fx_passes.freezing_patterns import register_freezing_graph_pattern
-
-    from .patterns import FORMS
 
     for form in FORMS:
         register_freezing_graph_pattern(
@@ -73,10 +81,6 @@ def _source_hash() -> str:
 def _policy() -> list:
     """What the pass would decide per device type present: the backend, the version of its routing
     rules (``routing_version``, for a backend that routes by shape) and its per-device answer."""
-    from hipbmm_inductor.ops import registry
-
-    from .gemm import explicit_backend
-
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out = []
     for dev in devices:
@@ -99,9 +103,6 @@ def fingerprint() -> str:
     Never raises: an invalid ``HIPBMM_LOWERING`` enters the key as its error message (the key
     still changes with the value); only a compile that has a candidate reports it.
     """
-    from . import LoweringSettingError
-    from .gemm import lowering_enabled
-
     try:
         enabled: object = lowering_enabled()
     except LoweringSettingError as e:
@@ -129,14 +130,8 @@ def note_candidates_without_freezing(graph: torch.fx.Graph) -> None:
     The rewrite lives in the freezing patterns, which then never run: without this the lowering
     would be a silent no-op. Called on the joint graph, once per compile, before freezing.
     """
-    import torch._inductor.config as config
-
-    from .counters import record_skip
-    from .gemm import DISABLED, lowering_enabled
-    from .patterns import find_candidates
-
     # NOTE: the condition compile_fx uses to pick its freezing forward compiler (2.11 to 2.13).
-    if config.freezing and not torch.is_grad_enabled():
+    if inductor_config.freezing and not torch.is_grad_enabled():
         return  # the freezing patterns see these candidates and count them
     try:
         found = find_candidates(graph)
@@ -146,7 +141,7 @@ def note_candidates_without_freezing(graph: torch.fx.Graph) -> None:
     if not found:
         return
     enabled = lowering_enabled()  # a candidate needs the setting: an invalid value raises, naming it
-    reason = DISABLED if not enabled else NOT_FROZEN if not config.freezing else GRAD_ENABLED
+    reason = DISABLED if not enabled else NOT_FROZEN if not inductor_config.freezing else GRAD_ENABLED
     for form, _node in found:
         record_skip(form, reason)
     # Under vLLM weights are graph inputs by design (its plugin prepacks them at load time instead):
@@ -174,7 +169,7 @@ class HipbmmLoweringPass(CustomGraphPass):
         except Exception:  # never break a compile: the model then runs unrewritten
             log.warning("hipbmm lowering: could not register the freezing patterns", exc_info=True)
         try:
-            # Imported on the first compile, like the patterns: this module loads while
+            # Imported on the first compile, like the pattern matcher: this module loads while
             # Inductor's config does, before Inductor's IR and lowerings may be imported.
             from . import extern_call
 
@@ -203,21 +198,16 @@ def install() -> HipbmmLoweringPass:
     Idempotent. A pass the user sets *after* this replaces ours; call ``install()`` again to wrap
     it (or set yours before importing hipbmm_inductor).
     """
-    config = sys.modules.get("torch._inductor.config")
-    if config is None:
-        import torch._inductor.config as config  # noqa: PLC0415
-    current = config.joint_custom_pre_pass
+    current = inductor_config.joint_custom_pre_pass
     if isinstance(current, HipbmmLoweringPass):
         return current
     ours = HipbmmLoweringPass(current)
-    config.joint_custom_pre_pass = ours
+    inductor_config.joint_custom_pre_pass = ours
     log.debug("hipbmm lowering: installed as joint_custom_pre_pass (wrapping %r)", current)
     return ours
 
 
 def _install_if_deferred() -> None:
-    from .hook import take_pending
-
     if take_pending():
         try:
             install()

@@ -255,6 +255,8 @@ class Form:
     pass_number: int  # channelwise first, so that its _scaled_mm is claimed before the rowwise pass
 
     def pattern(self):
+        # Not at the top: this module loads while Inductor's config does (.inductor_pass imports it),
+        # and the pattern matcher imported then is a circular import inside Inductor.
         from torch._inductor.pattern_matcher import CallFunctionVarArgs
 
         return CallFunctionVarArgs(self.target)

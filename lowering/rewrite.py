@@ -9,6 +9,8 @@ from typing import Optional
 
 import torch
 import torch.fx as fx
+from torch._guards import detect_fake_mode
+from torch.utils._pytree import tree_flatten, tree_map
 
 from .gemm import Gemm, aten, constant, known, prims, val
 
@@ -22,9 +24,6 @@ log = logging.getLogger("hipbmm_inductor")
 
 def _call(graph: fx.Graph, created: list, target, *args) -> fx.Node:
     """Insert ``target(*args)`` with ``meta['val']`` computed on the inputs' fake values."""
-    from torch._guards import detect_fake_mode
-    from torch.utils._pytree import tree_flatten, tree_map
-
     node = graph.call_function(target, args)
     created.append(node)
     vals = tree_map(lambda x: x.meta["val"] if isinstance(x, fx.Node) else x, args)

@@ -48,7 +48,7 @@ is replaced (``tuning.reload``, ``set_cache_dir``) or changes mode (``set_mode``
 ``tuning.forcing()`` re-tunes. ``benchmarks/aiter_overhead.py`` measures what the path costs.
 
 NOTE: nothing here has run on AMD hardware in this project's own tests. The tests drive this
-module against a recording stand-in for ``aiter`` (``tests/aiter_standin.py``) that checks every
+module against a recording stand-in for ``aiter`` (``tests/support/aiter_standin.py``) that checks every
 argument against the contract above, models the exits, the per-call extension and the online
 tuning override, and computes the result with the reference math.
 """

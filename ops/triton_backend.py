@@ -24,7 +24,7 @@ import torch
 from hipbmm_inductor import envs, hardware, tuning
 
 from .registry import Availability, register_backend
-from .triton_configs import config_bucket, config_space, heuristic_config
+from .triton_configs import CONFIG_KEYS, config_bucket, config_space, heuristic_config
 
 __all__ = ["TritonBackend", "KERNEL_VERSION"]
 
@@ -96,7 +96,7 @@ class TritonBackend:
             if no_numpy:
                 return Availability(False, interp_missing)
             return Availability(True, "TRITON_INTERPRET=1: kernels run in Triton's CPU interpreter (slow)")
-        from .triton_fp8_gemm import native_fp8
+        from .triton_fp8_gemm import native_fp8  # imports triton
 
         arch = hardware.arch(device) or "unknown architecture"
         if hardware.is_rocm():
@@ -246,7 +246,7 @@ class TritonBackend:
 
     def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype, out=None) -> torch.Tensor:
         from .triton_fp8_gemm import hopper_failed, hopper_path, launch, prepare  # imports triton
-        from .triton_plan import HopperPlan, PortablePlan, into as _into
+        from .triton_plan import HopperPlan, PortablePlan, into as _into  # imports triton
 
         fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"  # raises, naming the variable, if invalid
         if (A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)
@@ -266,7 +266,7 @@ class TritonBackend:
             # kernel, through launch(), which raises for a non-sm_90 device.
             return _into(out, launch(config, A, B, scale_a, scale_b, bias, out_dtype, fast_accum=fast))
         if config.get("HOPPER", 0):
-            from . import triton_fp8_hopper as hopper
+            from . import triton_fp8_hopper as hopper  # imports Gluon, which hopper_path() found importable
 
             plan = HopperPlan(config, hopper.prepare(config, M, N, K, bias is not None, A.device), A.device,
                               fast_accum=fast)
@@ -295,8 +295,6 @@ class TritonBackend:
         would launch for ``(N, K)`` in ``extra``'s accumulation mode and kernel (portable or the
         sm_90 Gluon one). The launchers' own rules are checked first, to name the broken one.
         """
-        from .triton_configs import CONFIG_KEYS, config_space, heuristic_config
-
         parts = extra.split("/") if isinstance(extra, str) else []
         if len(parts) != 3 or parts[1] not in ("promoted", "fast") or parts[2] not in ("gluon", "portable"):
             return f"tuning key {extra!r} is not <kernel version>/promoted|fast/gluon|portable"

@@ -298,6 +298,7 @@ def hopper_path(device: torch.device, dtype: torch.dtype) -> bool:
                  "using the portable kernel", "/".join(GLUON_VALIDATED), triton.__version__)
         return False
     try:
+        # Imported here, as the check itself: an older Triton without Gluon fails this import.
         from . import triton_fp8_hopper  # noqa: F401
     except ImportError:  # an older Triton without triton.experimental.gluon
         return False
@@ -444,7 +445,7 @@ def launch(
                 f"(got {where}, {A.dtype})"
             )
         if hopper_path(A.device, A.dtype) and _hopper_supports(A, B):
-            from . import triton_fp8_hopper as hopper
+            from . import triton_fp8_hopper as hopper  # imports Gluon, which hopper_path() found importable
 
             try:
                 return hopper.launch(config, A, B, scale_a, scale_b, bias, out_dtype)

@@ -123,9 +123,11 @@ class CompiledLaunch:
         if hardware.is_rocm():
             return None  # ROCm's launcher takes its arguments in another order (no PDL flag)
         try:
+            # Probed here, not imported at the top: a Triton without knobs (before 3.4) or without
+            # the NVIDIA driver module is one this relaunch does not know, and keeps Triton's binder.
             import triton
-            from triton import knobs
-            from triton.backends.nvidia import driver as nv_driver
+            from triton import knobs  # (probed too)
+            from triton.backends.nvidia import driver as nv_driver  # (probed too)
         except ImportError:
             return None
         why = None
@@ -186,7 +188,7 @@ class CompiledLaunch:
 def hooks_installed() -> bool:
     """Whether a launch hook (a profiler) is installed in Triton now."""
     try:
-        from triton import knobs
+        from triton import knobs  # as in _create: a Triton without knobs (before 3.4) gets no relaunch to guard
     except ImportError:
         return False
     return not _hooks_idle(knobs)

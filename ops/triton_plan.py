@@ -109,7 +109,7 @@ class HopperPlan(_Plan):
     __slots__ = ("_a", "_w", "_c", "_tail", "_hopper", "_fast_accum")
 
     def __init__(self, config: dict, prepared, device: torch.device, fast_accum: bool = False) -> None:
-        from . import triton_fp8_hopper as hopper
+        from . import triton_fp8_hopper as hopper  # imports Gluon, which older Tritons lack
 
         super().__init__(config, prepared, device)
         self._a: dict = {}

@@ -20,7 +20,7 @@ import hipbmm_inductor as hi
 from hipbmm_inductor import tuning
 from hipbmm_inductor.ops import registry
 
-from .ops.inputs import assert_close_to_truth, make_case
+from tests.support.inputs import assert_close_to_truth, make_case
 
 two_gpus = pytest.mark.skipif(
     not torch.cuda.is_available() or bool(torch.version.hip) or torch.cuda.device_count() < 2,
@@ -114,7 +114,7 @@ def test_two_processes_one_per_gpu_tune_into_one_folder(tmp_path):
     worker = (
         "import sys, torch, hipbmm_inductor as hi\n"
         "from hipbmm_inductor import tuning\n"
-        "from tests.ops.inputs import make_case\n"
+        "from tests.support.inputs import make_case\n"
         "dev = int(sys.argv[1]); torch.cuda.set_device(dev); hi.set_backend('triton'); tuning.set_mode('online')\n"
         "for n in (1024, 2048):\n"
         "    c = make_case(16, n, 1024 * (dev + 1), bias_dtype=None, device=f'cuda:{dev}', seed=n)\n"

@@ -1,7 +1,7 @@
 """Static checks over the whole tree (package, tests, benchmark scripts) with pyflakes.
 
 Why here: CI runs on a CPU machine, where the GPU tests and the benchmark scripts never execute.
-A name lost in a refactor there (a helper moved to ``tests/ops/inputs.py`` but no longer
+A name lost in a refactor there (a helper moved to ``tests/support/inputs.py`` but no longer
 imported by a GPU test) passes CI and fails only on the next GPU run; pyflakes sees it without
 running anything. Unused imports fail too, unless the line says ``noqa: F401`` (imports kept
 for their side effects).

@@ -66,8 +66,8 @@ def _inputs(spec: ShapeSpec, device: torch.device, seed: int):
 
 
 def _progress(items: list, desc: str):
-    try:  # tqdm is the `tune` extra's: without it, no progress bar
-        from tqdm import tqdm
+    try:
+        from tqdm import tqdm  # the `tune` extra's: without it, no progress bar
     except ImportError:
         return items
     return tqdm(items, desc=desc, unit="shape", file=sys.stderr, disable=None)

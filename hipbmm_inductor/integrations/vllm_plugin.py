@@ -44,11 +44,13 @@ def register() -> None:
     if mode == "0":
         log.info("vLLM plugin: HIPBMM_VLLM_ENABLE=0, leaving vLLM's kernel selection unchanged")
         return
+    # Past the HIPBMM_VLLM_ENABLE=0 return: a disabled plugin imports nothing of vLLM.
     from vllm.platforms import current_platform
 
     if mode == "auto" and not current_platform.is_rocm():
         log.debug("vLLM plugin: not ROCm (%s); HIPBMM_VLLM_ENABLE=1 enables it here", current_platform._enum)
         return
+    # Imports vLLM's FP8 kernel modules: only where the plugin is enabled for this platform.
     from .vllm_kernel import HipbmmFp8ScaledMMLinearKernel
 
     kernels = _fp8_kernel_lists().setdefault(current_platform._enum, [])
@@ -62,9 +64,10 @@ def register() -> None:
 
 def is_registered() -> bool:
     """Whether this process's vLLM will consider the hipb_mm_fp8 kernel first."""
+    # Not at the top, for register()'s sake: importing this module imports nothing of vLLM.
     from vllm.platforms import current_platform
 
-    from .vllm_kernel import HipbmmFp8ScaledMMLinearKernel
+    from .vllm_kernel import HipbmmFp8ScaledMMLinearKernel  # (vLLM too)
 
     kernels = _fp8_kernel_lists().get(current_platform._enum, [])
     return bool(kernels) and kernels[0] is HipbmmFp8ScaledMMLinearKernel

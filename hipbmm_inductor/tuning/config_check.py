@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from hipbmm_inductor.ops import registry
+
 from .rows import Row
 
 __all__ = ["config_problem"]
@@ -18,10 +20,6 @@ __all__ = ["config_problem"]
 
 def config_problem(row: Row) -> tuple[Optional[str], bool]:
     """``(reason the row's config is unusable or None, whether the backend could check it)``."""
-    # Imported here, not at the top: the backend modules import hipbmm_inductor.tuning (the aiter
-    # backend at its import), so tuning importing ops while it loads would be an import loop.
-    from hipbmm_inductor.ops import registry
-
     backend = registry.get_backend(row.backend)
     check = getattr(backend, "config_error", None)
     if check is None:  # an unknown backend, or one without a config space (reference)

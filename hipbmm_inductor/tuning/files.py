@@ -58,7 +58,7 @@ def file_lock(path: str, timeout: float = 60.0) -> Iterator[bool]:
     """Exclusive lock on ``path`` across processes (``<path>.lock``, never deleted), via the filelock
     package; yields ``False`` when filelock is missing and nothing is locked."""
     try:
-        import filelock
+        import filelock  # optional (the `tune` extra): without it, no lock
     except ImportError:
         _warn_filelock_missing_once()
         yield False

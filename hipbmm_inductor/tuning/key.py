@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 
-from hipbmm_inductor import hardware
+from hipbmm_inductor import __version__, hardware
 
 __all__ = [
     "DeviceInfo",
@@ -95,8 +95,6 @@ def _hipblaslt_version() -> Optional[str]:
 @functools.lru_cache(maxsize=1)
 def library_versions() -> tuple[tuple[str, str], ...]:
     """Versions that invalidate tuned results, as ordered ``(name, version)`` pairs."""
-    from hipbmm_inductor import __version__
-
     versions = [("hipbmm_inductor", __version__), ("torch", torch.__version__)]
     triton = _dist_version("triton") or _dist_version("pytorch-triton") or _dist_version("pytorch-triton-rocm")
     if triton:

@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from tests.integrations.tiny_fp8_llama import LAYERS, build
-from tests.integrations.vllm_env import requires_vllm, spawn, wait
-from tests.integrations.vllm_runner import MAX_TOKENS, PROMPTS
+from tests.support.tiny_fp8_llama import LAYERS, build
+from tests.support.vllm_env import requires_vllm, spawn, wait
+from tests.support.vllm_runner import MAX_TOKENS, PROMPTS
 
 pytestmark = [requires_vllm, pytest.mark.slow]
 
@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
             "TORCHINDUCTOR_CACHE_DIR": str(tmp / f"inductor_{name}"),
         }
         log = tmp / f"{name}.log"
-        procs[name] = (spawn("tests.integrations.vllm_runner", str(model), str(tmp / f"{name}.json"), env=env, log=log), log)
+        procs[name] = (spawn("tests.support.vllm_runner", str(model), str(tmp / f"{name}.json"), env=env, log=log), log)
     for proc, log in procs.values():
         wait(proc, log, timeout_s=900)
     return {name: json.loads((tmp / f"{name}.json").read_text()) | {"cache": str(tmp / f"cache_{name}")} for name in procs}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.integrations.vllm_env import requires_vllm, spawn, wait
+from tests.support.vllm_env import requires_vllm, spawn, wait
 
 pytestmark = requires_vllm
 
@@ -16,7 +16,7 @@ pytestmark = requires_vllm
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm_checks")
     out, log = tmp / "report.json", tmp / "log.txt"
-    proc = spawn("tests.integrations.vllm_kernel_checks", str(out), env={}, log=log)
+    proc = spawn("tests.support.vllm_kernel_checks", str(out), env={}, log=log)
     wait(proc, log, timeout_s=600)
     return json.loads(out.read_text())
 

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-WORKER = [sys.executable, "-m", "tests.lowering.cache_worker"]
+WORKER = [sys.executable, "-m", "tests.support.graph_cache_worker"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -62,7 +62,7 @@ def test_direct_call_with_dynamic_m(fresh, direct):
 
 
 def test_out_entry_writes_into_the_given_buffer_for_every_backend_kind(monkeypatch):
-    from tests.ops.inputs import make_case
+    from tests.support.inputs import make_case
 
     c = make_case(5, 64, 128, bias_dtype=torch.bfloat16, device="cpu", seed=1)
     hi.set_backend("reference")

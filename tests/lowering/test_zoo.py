@@ -1,4 +1,4 @@
-"""Importing hipbmm_inductor never breaks or changes a model (tests/lowering/zoo.py's FP8 forms).
+"""Importing hipbmm_inductor never breaks or changes a model (tests/support/zoo.py's FP8 forms).
 
 The zoo is compiled three ways, with freezing under ``no_grad``:
 
@@ -23,7 +23,7 @@ import torch
 
 from hipbmm_inductor import lowering
 
-from . import zoo
+from tests.support import zoo
 from .conftest import assert_close_to_eager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def absent(tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo") / "absent.pt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIPBMM_")}
-    res = subprocess.run([sys.executable, os.path.join("tests", "lowering", "zoo.py"), str(out)], cwd=ROOT, env=env,
+    res = subprocess.run([sys.executable, os.path.join("tests", "support", "zoo.py"), str(out)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return torch.load(out)

@@ -14,7 +14,7 @@ import hipbmm_inductor as hi
 from hipbmm_inductor.compat import CPU_ROWWISE_SCALED_MM
 from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
 
-from .inputs import FP8, error_bound, float64_oracle, make_case
+from tests.support.inputs import FP8, error_bound, float64_oracle, make_case
 
 OP = torch.ops.hipbmm.hipb_mm_fp8.default
 BIAS = [None, torch.bfloat16, torch.float32]

@@ -12,7 +12,7 @@ from hipbmm_inductor import BackendUnavailableError, envs
 from hipbmm_inductor.ops import registry
 from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
 
-from .inputs import make_case
+from tests.support.inputs import make_case
 
 
 class _Recording:

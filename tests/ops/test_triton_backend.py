@@ -2,7 +2,7 @@
 (the sm_90 kernel's own tests: ``test_triton_hopper.py``).
 
 CPU (CI): the kernel runs under ``TRITON_INTERPRET=1`` in one child process
-(:mod:`triton_interpret_worker`) on small shapes (M = 1, odd M, bias in bf16 / fp32 / none, both fp8
+(:mod:`tests.support.triton_interpret_worker`) on small shapes (M = 1, odd M, bias in bf16 / fp32 / none, both fp8
 flavours, split-K, the fp16-widening path) and is compared here with the float64 oracle and the
 reference backend. GPU (marker ``gpu``): the Llama-3 suite shapes, CUDA-graph capture and replay,
 and ``torch.compile`` with a dynamic M that must not recompile.
@@ -32,7 +32,7 @@ import hipbmm_inductor as hi
 from hipbmm_inductor import envs
 from hipbmm_inductor.ops import registry
 
-from .inputs import assert_close_to_truth, error_bound, float64_oracle, make_case, tensor_core_accumulation
+from tests.support.inputs import assert_close_to_truth, error_bound, float64_oracle, make_case, tensor_core_accumulation
 
 triton = pytest.importorskip("triton")
 T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
@@ -41,6 +41,7 @@ from hipbmm_inductor.ops.triton_backend import TritonBackend  # noqa: E402
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(os.path.dirname(HERE), "support", "triton_interpret_worker.py")
 has_gpu = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not has_gpu, reason="needs a CUDA/ROCm GPU")
 
@@ -93,8 +94,8 @@ def interpreted(tmp_path_factory):
     cases_path, out_path = d / "cases.json", d / "out.pt"
     cases_path.write_text(json.dumps(INTERPRET_CASES))
     env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "triton_interpret_worker.py"), str(cases_path),
-                           str(out_path)], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, WORKER, str(cases_path), str(out_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, f"interpreter worker failed:\n{proc.stderr[-4000:]}"
     results = torch.load(out_path)
     if "skip" in results:

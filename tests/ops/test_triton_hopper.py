@@ -19,7 +19,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .inputs import assert_close_to_truth, make_case
+from tests.support.inputs import assert_close_to_truth, make_case
 
 triton = pytest.importorskip("triton")
 T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")

@@ -13,7 +13,7 @@ import torch
 triton = pytest.importorskip("triton")
 L = pytest.importorskip("hipbmm_inductor.ops.triton_launch")
 T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
-from .launch_fakes import Knobs, recording_launch  # noqa: E402
+from tests.support.launch_fakes import Knobs, recording_launch  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 
 from hipbmm_inductor import envs, hardware, tuning
 
-from .inputs import make_case
+from tests.support.inputs import make_case
 
 triton = pytest.importorskip("triton")
 L = pytest.importorskip("hipbmm_inductor.ops.triton_launch")
@@ -19,7 +19,7 @@ T = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_gemm")
 from hipbmm_inductor.ops import triton_backend as TB  # noqa: E402
 from hipbmm_inductor.ops import triton_configs as C  # noqa: E402
 from hipbmm_inductor.ops import triton_plan as P  # noqa: E402
-from .launch_fakes import recording_launch  # noqa: E402
+from tests.support.launch_fakes import recording_launch  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

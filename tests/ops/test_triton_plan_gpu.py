@@ -16,7 +16,7 @@ import torch
 import hipbmm_inductor as hi
 from hipbmm_inductor import envs
 
-from .inputs import assert_close_to_truth, make_case
+from tests.support.inputs import assert_close_to_truth, make_case
 
 triton = pytest.importorskip("triton")
 L = pytest.importorskip("hipbmm_inductor.ops.triton_launch")

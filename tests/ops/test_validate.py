@@ -11,7 +11,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from hipbmm_inductor import HipbmmInputError
 from hipbmm_inductor.ops.validate import check_inputs, is_valid_fast
 
-from .inputs import FP8, make_case
+from tests.support.inputs import FP8, make_case
 
 OP = torch.ops.hipbmm.hipb_mm_fp8.default
 E4 = torch.float8_e4m3fn

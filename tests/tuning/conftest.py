@@ -43,7 +43,7 @@ def fake_backend():
     """The tests' fake backend registered, with its deterministic timer (CLI and record tests)."""
     from hipbmm_inductor.ops import registry
 
-    from . import fakes
+    from tests.support import tuning_fakes as fakes
 
     fakes.register()
     tuning.set_timer(fakes.fake_timer)

@@ -11,7 +11,7 @@ from hipbmm_inductor import envs, tuning
 from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
 from hipbmm_inductor.tuning import measure
 
-from . import fakes
+from tests.support import tuning_fakes as fakes
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from hipbmm_inductor.cli.tune import parse_shape
 from hipbmm_inductor.tuning.rows import read_rows
 from hipbmm_inductor.tuning.store import Store
 
-from . import fakes
+from tests.support import tuning_fakes as fakes
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from hipbmm_inductor.tuning.key import device_info, m_bucket
 from hipbmm_inductor.tuning.rows import Row, canonical_config, read_rows, render
 from hipbmm_inductor.tuning.store import Store
 
-from . import fakes
+from tests.support import tuning_fakes as fakes
 
 PORTABLE = f"{KERNEL_VERSION}/promoted/portable"
 BACKEND = TritonBackend()  # not the registered instance: its per-(N, K) space cache starts empty
@@ -202,7 +202,7 @@ def test_the_op_runs_the_heuristic_over_unusable_cached_configs(tuning_env, tmp_
     out = tmp_path / "out.json"
     env = dict(os.environ, PYTHONPATH=str(root), TRITON_INTERPRET="1", HIPBMM_BACKEND="triton",
                HIPBMM_TUNING_CACHE=str(tuning_env))
-    r = subprocess.run([sys.executable, "-m", "tests.tuning.interpret_bad_cache_worker", str(out), "16", "40",
+    r = subprocess.run([sys.executable, "-m", "tests.support.interpret_bad_cache_worker", str(out), "16", "40",
                         "128"],
                        cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]

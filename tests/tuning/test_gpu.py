@@ -39,7 +39,7 @@ def test_new_shape_during_real_graph_capture_is_not_tuned(tuning_env):
     from hipbmm_inductor import tuning
     from hipbmm_inductor.tuning.key import device_info
 
-    from . import fakes
+    from tests.support import tuning_fakes as fakes
 
     tuning.set_mode("online")
     tuning.set_timer(fakes.fake_timer)
@@ -77,7 +77,7 @@ def test_unusable_cached_configs_fall_back_to_the_heuristic_on_the_gpu(tuning_en
     from hipbmm_inductor.tuning.key import device_info
     from hipbmm_inductor.tuning.rows import Row, canonical_config
     from hipbmm_inductor.tuning.store import Store
-    from tests.ops.inputs import assert_close_to_truth, make_case
+    from tests.support.inputs import assert_close_to_truth, make_case
 
     dev = torch.device("cuda", torch.cuda.current_device())
     info = device_info(dev)

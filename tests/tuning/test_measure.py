@@ -11,7 +11,7 @@ from hipbmm_inductor.ops.reference import reference_hipb_mm_fp8
 from hipbmm_inductor.tuning import measure
 from hipbmm_inductor.tuning.measure import BenchSettings, DefaultFailed, outputs_agree, rotating_inputs, tune_shape
 
-from . import fakes
+from tests.support import tuning_fakes as fakes
 
 SMALL = BenchSettings(warmup_calls=1, min_reps=3, max_reps=5, rotate_bytes=1 << 20)
 

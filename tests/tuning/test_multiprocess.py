@@ -18,7 +18,7 @@ def test_concurrent_upserts_keep_every_row(tmp_path):
     folder = tmp_path / "shared"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tests.tuning.mp_writer", str(folder), str(w), str(ROWS)],
+        subprocess.Popen([sys.executable, "-m", "tests.support.mp_writer", str(folder), str(w), str(ROWS)],
                          cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
         for w in range(WORKERS)
     ]

@@ -19,7 +19,7 @@ from hipbmm_inductor.tuning.key import device_info
 from hipbmm_inductor.tuning.rows import HEADER, Row, read_rows, render
 from hipbmm_inductor.tuning.store import Store
 
-from . import fakes
+from tests.support import tuning_fakes as fakes
 
 
 def _row(n=64, config='{"cost": 3.0}', versions=None, device_name=None, m_bucket=8, **kw) -> Row:

@@ -24,8 +24,8 @@ from hipbmm_inductor.tuning.key import device_info
 from hipbmm_inductor.tuning.rows import Row, read_rows, render, row_line
 from hipbmm_inductor.tuning.store import Store
 
-from . import fakes
-from .faults import fill, mount_or_skip, read_only, small_tmpfs
+from tests.support import tuning_fakes as fakes
+from tests.support.faults import fill, mount_or_skip, read_only, small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 

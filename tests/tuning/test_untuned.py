@@ -8,7 +8,7 @@ import torch
 from hipbmm_inductor import cli, tuning
 from hipbmm_inductor.tuning.untuned import read_untuned
 
-from . import fakes
+from tests.support import tuning_fakes as fakes
 
 
 pytestmark = pytest.mark.usefixtures("fake_backend")

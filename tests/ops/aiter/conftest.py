@@ -12,10 +12,9 @@ import torch
 from hipbmm_inductor import envs, tuning
 from hipbmm_inductor.ops import aiter_backend
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
-from tests.aiter_standin import AiterStandIn
-from tests.ops.inputs import make_case
-
-from .support import HIPBLASLT, ChooseSpy
+from tests.support.aiter_shared import HIPBLASLT, ChooseSpy
+from tests.support.aiter_standin import AiterStandIn
+from tests.support.inputs import make_case
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The aiter backend's gating (when it is usable, and why not) and the call itself: hipb_mm's contract, the op end to end, the numerics, the fp8 flavour.
 
-Against the recording stand-in for ``aiter`` (:mod:`tests.aiter_standin`); see conftest.py.
+Against the recording stand-in for ``aiter`` (:mod:`tests.support.aiter_standin`); see conftest.py.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from hipbmm_inductor import HipbmmInputError, tuning
 from hipbmm_inductor.ops import aiter_backend, registry
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
 from hipbmm_inductor.ops.registry import Availability
-from tests.aiter_standin import AiterStandIn
-from tests.ops.inputs import make_case
-
-from .support import ARCHS, FP8, GPU, check_close
+from tests.support.aiter_shared import ARCHS, FP8, GPU, check_close
+from tests.support.aiter_standin import AiterStandIn
+from tests.support.inputs import make_case
 
 
 # --- gating -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Once per process: aiter's hipBLASLt extension; and the probe for a preshuffled solution with its fallback (gfx950 with some hipBLASLt releases).
 
-Against the recording stand-in for ``aiter`` (:mod:`tests.aiter_standin`); see conftest.py.
+Against the recording stand-in for ``aiter`` (:mod:`tests.support.aiter_standin`); see conftest.py.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from hipbmm_inductor import BackendUnavailableError
 from hipbmm_inductor.ops import aiter_backend, registry
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
 from hipbmm_inductor.ops.registry import Availability
-from tests.aiter_standin import WORKSPACE_BYTES, ContractViolation
-from tests.ops.inputs import make_case
-
-from .support import GPU, check_close, gemms
+from tests.support.aiter_shared import GPU, check_close, gemms
+from tests.support.aiter_standin import WORKSPACE_BYTES, ContractViolation
+from tests.support.inputs import make_case
 
 
 # --- once per process ------------------------------------------------------------------------

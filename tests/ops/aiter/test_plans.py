@@ -1,6 +1,6 @@
 """Launch plans: the per-call path asks nothing twice; benchmarks/aiter_overhead.py runs; and the real aiter on an MI300/MI350 (skipped everywhere else).
 
-Against the recording stand-in for ``aiter`` (:mod:`tests.aiter_standin`); see conftest.py.
+Against the recording stand-in for ``aiter`` (:mod:`tests.support.aiter_standin`); see conftest.py.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from hipbmm_inductor import tuning
 from hipbmm_inductor.ops import aiter_backend, registry
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
 from hipbmm_inductor.tuning import rocm_online
-from tests.aiter_standin import AiterStandIn
-from tests.ops.inputs import make_case
-
-from .support import FP8, GPU, ROOT, ChooseSpy, check_close
+from tests.support.aiter_shared import FP8, GPU, ROOT, ChooseSpy, check_close
+from tests.support.aiter_standin import AiterStandIn
+from tests.support.inputs import make_case
 
 
 # --- launch plans: the per-call path asks nothing twice -------------------------------------

@@ -1,6 +1,6 @@
 """Solution indices only from hipb_findallsols, for this hipBLASLt, at this M; and who wins under aiter's own online tuning (HIP_ONLINE_TUNING: aiter, for M <= 512).
 
-Against the recording stand-in for ``aiter`` (:mod:`tests.aiter_standin`); see conftest.py.
+Against the recording stand-in for ``aiter`` (:mod:`tests.support.aiter_standin`); see conftest.py.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from hipbmm_inductor import tuning
 from hipbmm_inductor.ops import aiter_backend
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
 from hipbmm_inductor.tuning import rocm_online
-from tests.aiter_standin import AiterStandIn
-from tests.ops.inputs import make_case
-
-from .support import HIPBLASLT, ChooseSpy, check_close, gemms
+from tests.support.aiter_shared import HIPBLASLT, ChooseSpy, check_close, gemms
+from tests.support.aiter_standin import AiterStandIn
+from tests.support.inputs import make_case
 
 
 # --- solution indices only from hipb_findallsols, for this hipBLASLt, at this M -----------------

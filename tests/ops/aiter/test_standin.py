@@ -1,6 +1,6 @@
 """The recording stand-in models aiter faithfully; without that the other tests here prove nothing.
 
-Against the recording stand-in for ``aiter`` (:mod:`tests.aiter_standin`); see conftest.py.
+Against the recording stand-in for ``aiter`` (:mod:`tests.support.aiter_standin`); see conftest.py.
 """
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.aiter_standin import WORKSPACE_BYTES, ContractViolation
-from tests.ops.inputs import make_case
-
-from .support import check_close, direct, gemms
+from tests.support.aiter_shared import check_close, direct, gemms
+from tests.support.aiter_standin import WORKSPACE_BYTES, ContractViolation
+from tests.support.inputs import make_case
 
 
 # --- the stand-in models aiter faithfully (else the tests below prove nothing) -----------------

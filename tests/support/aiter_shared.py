@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from tests.ops.inputs import error_bound, float64_oracle
+from tests.support.inputs import error_bound, float64_oracle
 
 ARCHS = ["gfx942", "gfx950"]
 FP8 = {"gfx942": torch.float8_e4m3fnuz, "gfx950": torch.float8_e4m3fn}
 GPU = torch.device("cuda", 0)
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 HIPBLASLT = "1.0.60300+standin"  # what the simulated platform reports as hipBLASLt's version
 
 

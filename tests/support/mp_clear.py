@@ -1,10 +1,10 @@
 """Workers for test_concurrency: writers upserting rows, a clearer, an importer, each logging when
 each of its operations started and ended (time.time()) so the test can order them.
 
-Usage: python -m tests.tuning.mp_clear writer FOLDER ID ROWS LOG
-       python -m tests.tuning.mp_clear clear FOLDER TIMES LOG
-       python -m tests.tuning.mp_clear import FOLDER FILE LOG
-       python -m tests.tuning.mp_clear slow_writer FOLDER MARKER LOG
+Usage: python -m tests.support.mp_clear writer FOLDER ID ROWS LOG
+       python -m tests.support.mp_clear clear FOLDER TIMES LOG
+       python -m tests.support.mp_clear import FOLDER FILE LOG
+       python -m tests.support.mp_clear slow_writer FOLDER MARKER LOG
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Checks of the vLLM kernel class and plugin inside a real vLLM, reported as JSON.
 
-Run by ``test_vllm_plugin.py`` in a subprocess (``python -m tests.integrations.vllm_kernel_checks
+Run by ``test_vllm_plugin.py`` in a subprocess (``python -m tests.support.vllm_kernel_checks
 OUT_JSON``): importing vLLM changes process-wide state (logging, torch settings, custom ops) that
 the rest of the test session should not inherit. The test asserts on the report.
 """

@@ -90,7 +90,7 @@ def register() -> None:
 
 
 def inputs(M: int = 8, N: int = 64, K: int = 64, bias: Optional[torch.dtype] = None, seed: int = 0):
-    from tests.ops.inputs import make_case
+    from tests.support.inputs import make_case
 
     case = make_case(M, N, K, bias_dtype=bias, seed=seed)
     return case.A, case.B, case.scale_a, case.scale_b, case.bias, case.out_dtype

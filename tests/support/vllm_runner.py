@@ -7,7 +7,7 @@ process. Environment (set by the test): ``HIPBMM_VLLM_ENABLE`` picks the configu
 sees the calls. ``E2E_EAGER=1`` runs without compilation (for comparing eager and compiled
 numerics by hand; the tests always compile).
 
-    python -m tests.integrations.vllm_runner MODEL_DIR OUT_JSON
+    python -m tests.support.vllm_runner MODEL_DIR OUT_JSON
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 configs; see test_config_check. The interpreter must be on before triton is imported, hence a
 fresh process.
 
-Usage: python -m tests.tuning.interpret_bad_cache_worker OUT_JSON M [M ...]
+Usage: python -m tests.support.interpret_bad_cache_worker OUT_JSON M [M ...]
 (HIPBMM_TUNING_CACHE, HIPBMM_BACKEND=triton and TRITON_INTERPRET=1 set by the caller.)
 """
 
@@ -12,9 +12,9 @@ import json
 import logging
 import sys
 
-from tests.ops.triton_interpret_worker import _interpreter_broken  # sets TRITON_INTERPRET=1 first
+from tests.support.triton_interpret_worker import _interpreter_broken  # sets TRITON_INTERPRET=1 first
 
-from tests.ops.inputs import assert_close_to_truth, make_case
+from tests.support.inputs import assert_close_to_truth, make_case
 
 
 def main(out_path: str, ms: list[int]) -> None:

@@ -1,6 +1,6 @@
 """Worker for test_multiprocess: upserts rows one by one into a shared tuning folder.
 
-Usage: python -m tests.tuning.mp_writer FOLDER WORKER_ID ROWS
+Usage: python -m tests.support.mp_writer FOLDER WORKER_ID ROWS
 """
 
 from __future__ import annotations

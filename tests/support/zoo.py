@@ -7,7 +7,7 @@ attributes, module-level globals and graph inputs, and vLLM's channelwise fallba
 module-level unit scale. ``REWRITES[name]`` is how many GEMMs of the entry the lowering rewrites
 (with a backend named explicitly); the rest are left exactly as they were.
 
-Run as a script (``python tests/lowering/zoo.py OUT.pt``) it compiles every entry with freezing
+Run as a script (``python tests/support/zoo.py OUT.pt``) it compiles every entry with freezing
 under ``no_grad`` and saves the outputs: that is the "package absent" side of
 tests/lowering/test_zoo.py.
 """
