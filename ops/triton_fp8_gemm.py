@@ -66,6 +66,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from hipbmm_inductor import envs, hardware
 
@@ -383,8 +384,6 @@ def prepare(config: dict, M: int, N: int, K: int, dtype: torch.dtype, has_bias: 
 
 def a_descriptor(p: Prepared, A: torch.Tensor):
     """The host TMA descriptor of A for ``a_tma`` launches (A must be 16-byte aligned)."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
     return TensorDescriptor(A, [p.M, p.K], [p.K, 1], list(p.a_block))
 
 
