@@ -378,3 +378,16 @@ def test_rewritten_exactly_when_supported(fresh, n, k, m, form, bias):
     assert c.matched == 1 and c.rewritten == int(supported), c
     assert ("hipb_mm_fp8" in code) == supported
     assert_close_to_eager(out, ref)
+
+
+def test_one_set_of_form_names():
+    # The counters' names (lowering/counters.py) are the patterns' and the models' spellings.
+    import importlib
+
+    from hipbmm_inductor import models
+    from hipbmm_inductor.lowering import patterns
+
+    counters_mod = importlib.import_module("hipbmm_inductor.lowering.counters")  # the name is also a function
+
+    assert {f.name for f in patterns.FORMS} <= set(counters_mod.FORMS) == set(models.FORMS)
+    assert set(lowering.counters().as_dict()) >= set(counters_mod.FORMS)
