@@ -348,3 +348,29 @@ def test_gpu_lowering_pass_selects_triton_end_to_end():
     # they differ from eager by at most one more bf16 rounding of |out| <= 4 (2^-8 * 4), plus
     # the fp8 tensor-core accumulation term (2^-14 relative), far smaller.
     assert err <= without + 2**-8 * 4, out
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_gpu_compiled_graph_calls_the_plan_directly(triton_on_gpu, dynamic):
+    """On CUDA the rewritten node is a direct call into the launch plan (lowering/extern_call.py),
+    writing into Inductor's buffer."""
+    from torch._inductor.utils import run_and_get_code
+
+    from hipbmm_inductor.models import FP8Linear
+
+    m = FP8Linear(1024, 512, bias=True, scale_layout="1n", device="cuda", fp8=torch.float8_e4m3fn, seed=4).eval()
+    x = torch.randn(16, 1024, device="cuda", dtype=torch.bfloat16)
+    torch._dynamo.reset()
+    hi.lowering.reset_counters()
+    with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+        out, codes = run_and_get_code(torch.compile(m, dynamic=dynamic), x)
+        ref = m(x).float()
+    code = "\n".join(codes)
+    assert hi.lowering.counters().rewritten == 1
+    assert "hipb_mm_fp8_out(" in code and "hipbmm.hipb_mm_fp8.default(" not in code, code
+    # Against eager _scaled_mm on the same fp8 values: both accumulate in fp32 and round once to
+    # bf16, so they differ by one bf16 rounding (2^-8 relative) plus summation order; 2^-7
+    # relative with a floor of 2^-7 of the largest |output| (cancellation) covers both.
+    torch.testing.assert_close(out.float(), ref, rtol=2**-7, atol=2**-7 * ref.abs().max().item())
