@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Optional
 
 import torch
 from torch._inductor import ir
+from torch._inductor import lowering as inductor_lowering
 from torch._inductor.lowering import fallback_handler, register_lowering
 from torch._inductor.virtualized import V
+from torch.fx.operator_schemas import normalize_function
 
 from hipbmm_inductor import hardware
 from hipbmm_inductor.ops import registry
@@ -43,6 +46,7 @@ log = logging.getLogger("hipbmm_inductor")
 _OP = torch.ops.hipbmm.hipb_mm_fp8.default
 EXTERN_NAME = "hipb_mm_fp8_out"
 _IMPORT = f"from hipbmm_inductor.ops.hipb_mm_fp8 import {EXTERN_NAME}"
+_TENSOR_ARGS = ("A", "B", "scale_a", "scale_b")
 
 
 class HipbMmFp8Out(ir.ExternKernelOut):
@@ -70,16 +74,38 @@ def _exact(x, val: torch.Tensor):
     return ir.ExternKernel.require_exact_strides(ir.ExternKernel.realize_input(x), val.stride())
 
 
+def _traced_values(node) -> Optional[dict]:
+    """The node's arguments by schema name, as the fake values it was traced with (``None`` when
+    they cannot all be read: the opaque call then serves it)."""
+    if node is None or node.target is not _OP:
+        return None
+    normalized = normalize_function(node.target, node.args, node.kwargs, normalize_to_only_use_kwargs=True)
+    if normalized is None:
+        return None
+    vals = {}
+    for name, arg in normalized.kwargs.items():
+        vals[name] = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else arg
+    out = node.meta.get("val")
+    if not isinstance(out, torch.Tensor) or any(not isinstance(vals.get(n), torch.Tensor) for n in _TENSOR_ARGS):
+        return None
+    if vals.get("bias") is not None and not isinstance(vals["bias"], torch.Tensor):
+        return None
+    vals["out"] = out
+    return vals
+
+
 def _lower(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16):
     device = A.get_device()
-    node = V.graph.current_node
-    vals = [a.meta.get("val") if isinstance(a, torch.fx.Node) else None for a in node.args[:5]]
-    if not _direct_call(device, out_dtype) or any(v is None for v in vals[:4]) or (bias is not None and vals[4] is None):
+    vals = _traced_values(V.graph.current_node)
+    # The output dtype from the traced result: Inductor may hand the argument over as the schema's
+    # ScalarType number (a node a model's own code created carries the default as 15, not a dtype).
+    if vals is None or not _direct_call(device, vals["out"].dtype):
         return fallback_handler(_OP, add_to_fallback_set=False)(A, B, scale_a, scale_b, bias, out_dtype)
-    tensors = [A, B, scale_a, scale_b] + ([bias] if bias is not None else [])
-    inputs = [_exact(x, v) for x, v in zip(tensors, vals)]
+    inputs = [_exact(x, vals[n]) for x, n in zip((A, B, scale_a, scale_b), _TENSOR_ARGS)]
+    if bias is not None:
+        inputs.append(_exact(bias, vals["bias"]))
     M, N = A.get_size()[0], B.get_size()[1]
-    layout = ir.FixedLayout(device, out_dtype, [M, N], [N, 1])
+    layout = ir.FixedLayout(device, vals["out"].dtype, [M, N], [N, 1])
     out = HipbMmFp8Out(layout=layout, inputs=inputs, constant_args=(() if bias is not None else (None,)),
                        python_kernel_name=EXTERN_NAME)
     return ir.TensorBox.create(out)
@@ -89,4 +115,7 @@ def _lower(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16):
 def register() -> None:
     """Make Inductor lower ``hipb_mm_fp8`` through :func:`_lower` (once per process)."""
     register_lowering(_OP, type_promotion_kind=None)(_lower)
+    # Inductor reads its set of fallback ops to decide what is realised and what may fuse: the op
+    # is neither, whichever way it lowers.
+    inductor_lowering.fallbacks.add(_OP)
     log.debug("hipbmm lowering: hipb_mm_fp8 lowers to a direct call where the backend writes into Inductor's buffer")

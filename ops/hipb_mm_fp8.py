@@ -19,7 +19,8 @@ NOTE: registered with ``torch.library.Library.define`` + ``impl`` rather than
 ``custom_op`` wraps the kernel in Python autograd and aliasing-check layers that cost about 12 us
 per call on the CI machine (2 us this way); at decode sizes without CUDA graphs a call's host
 time is the step time (``benchmarks/op_overhead.py`` measures each layer).
-The op has no autograd formula: it is an inference op on fp8 tensors, which cannot require grad.
+The op has no autograd formula: it is an inference op (under grad, PyTorch's autograd fallback
+warns on backward).
 """
 
 from __future__ import annotations
@@ -97,15 +98,17 @@ def hipb_mm_fp8(
     NOTE: a plain eager call on GPU tensors runs the op's kernel directly, with the same check;
     the dispatcher's way into a Python kernel costs more than the rest of the call
     (``benchmarks/results/h200/host_cost.json``, ``breakdown_us``). Everything that needs the
-    dispatcher still goes through the op: tracing (Dynamo, FX, fake tensors), tensor subclasses,
-    torch function and dispatch modes, functorch transforms, the autograd profiler, a scale or
-    bias that requires grad.
+    dispatcher still goes through the op: tracing (Dynamo, FX, ``torch.jit.trace``, fake tensors),
+    tensor subclasses, torch function and dispatch modes, functorch transforms, the autograd
+    profiler, and any input that requires grad while grad is on.
     """
     if (out_dtype is _BF16 and not _is_compiling() and type(A) in _PLAIN and type(B) in _PLAIN
-            and type(scale_a) in _PLAIN and type(scale_b) in _PLAIN and A.is_cuda
-            and not (scale_a.requires_grad or scale_b.requires_grad)
-            and (bias is None or (type(bias) in _PLAIN and not bias.requires_grad))
-            and not _dispatch_modes() and not _function_modes() and not _profiling() and not _functorch()):
+            and type(scale_a) in _PLAIN and type(scale_b) in _PLAIN and A.device.type in DIRECT_DEVICES
+            and (bias is None or type(bias) in _PLAIN)
+            and (not _grad_enabled() or not (A.requires_grad or B.requires_grad or scale_a.requires_grad
+                                             or scale_b.requires_grad or (bias is not None and bias.requires_grad)))
+            and not _dispatch_modes() and not _function_modes() and not _profiling() and not _functorch()
+            and _jit_tracing() is None):
         return _hipb_mm_fp8_impl(A, B, scale_a, scale_b, bias)
     # Defaults are left out: every argument the dispatcher converts costs host time (~0.4 us).
     if out_dtype is _BF16:
@@ -134,7 +137,12 @@ def hipb_mm_fp8_out(A: Tensor, B: Tensor, scale_a: Tensor, scale_b: Tensor, bias
 
 
 _op = torch.ops.hipbmm.hipb_mm_fp8.default
+# Where a plain eager call skips the dispatcher: GPUs, where host time per call matters (the CPU
+# runs the reference oracle, whose call is not worth a second path; tests add "cpu" to check it).
+DIRECT_DEVICES = {"cuda"}
 _BF16 = torch.bfloat16
+_grad_enabled = torch.is_grad_enabled
+_jit_tracing = torch._C._get_tracing_state
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack

@@ -20,7 +20,17 @@ from .conftest import assert_close_to_eager, call_body, compile_and_run, hipb_we
 
 
 @pytest.fixture
-def direct(monkeypatch):
+def no_graph_cache():
+    # A patched rule is not part of Inductor's cache key: a graph compiled under the other rule
+    # (another test, an earlier run) must not be served from the FX graph cache.
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"fx_graph_cache": False}):
+        yield
+
+
+@pytest.fixture
+def direct(monkeypatch, no_graph_cache):
     monkeypatch.setattr(extern_call, "_direct_call", lambda device, out_dtype: True)
 
 
@@ -40,7 +50,7 @@ def test_direct_call_replaces_the_opaque_op_and_matches_eager(fresh, direct, for
     assert_close_to_eager(out, m(x))
 
 
-def test_direct_call_is_off_on_the_cpu_by_default(fresh):
+def test_direct_call_is_off_on_the_cpu_by_default(fresh, no_graph_cache):
     m = FP8Linear(128, 64, seed=2).eval()
     x = torch.randn(4, 128, dtype=torch.bfloat16)
     out, code, _ = compile_and_run(m, x)
@@ -103,3 +113,28 @@ def test_ineligible_settings_keep_the_opaque_call(monkeypatch):
         monkeypatch.setattr(torch.version, "hip", None)
         writes.writes_out = False
         assert not extern_call._direct_call(cuda, torch.bfloat16)
+
+
+@pytest.mark.parametrize("spelling", ["positional", "keywords", "explicit_default"])
+def test_op_called_by_model_code_gets_the_direct_call(fresh, monkeypatch, no_graph_cache, spelling):
+    # A model (or vLLM's kernel) calling the op itself inside torch.compile: Inductor hands the
+    # lowering normalised arguments, the default out_dtype as the schema's ScalarType number. The
+    # rule must see the real dtype (the traced output's), and keywords must be read by name.
+    seen = []
+    monkeypatch.setattr(extern_call, "_direct_call", lambda device, out_dtype: seen.append(out_dtype) or True)
+    from tests.support.inputs import make_case
+
+    c = make_case(9, 64, 128, bias_dtype=torch.bfloat16, seed=2)
+    op = torch.ops.hipbmm.hipb_mm_fp8
+
+    def f(A, sa):
+        if spelling == "positional":
+            return op(A, c.B, sa, c.scale_b, c.bias) * 2
+        if spelling == "keywords":
+            return op(A, c.B, scale_a=sa, scale_b=c.scale_b, bias=c.bias) * 2
+        return op(A, c.B, sa, c.scale_b, bias=c.bias, out_dtype=torch.bfloat16) * 2
+
+    out, code, _ = compile_and_run(f, c.A, c.scale_a)
+    assert seen and all(d is torch.bfloat16 for d in seen), seen
+    assert "hipb_mm_fp8_out(" in call_body(code), code
+    assert torch.equal(out, op(c.A, c.B, c.scale_a, c.scale_b, c.bias) * 2)  # x2 is exact in bf16

@@ -238,3 +238,47 @@ def test_python_entry_rejects_bad_input_like_the_op(device):
     with pytest.raises(hi.HipbmmInputError) as via_op:
         OP(*bad)
     assert str(via_entry.value) == str(via_op.value) and "scale_a" in str(via_entry.value)
+
+
+@pytest.fixture
+def direct_on_cpu(monkeypatch):
+    """The eager direct path, which runs on GPUs, enabled for CPU tensors (reference backend)."""
+    import importlib
+
+    module = importlib.import_module("hipbmm_inductor.ops.hipb_mm_fp8")  # the package exports the function
+    monkeypatch.setattr(module, "DIRECT_DEVICES", {"cuda", "cpu"})
+    return module
+
+
+def test_direct_path_skips_the_dispatcher_only_when_nothing_needs_it(direct_on_cpu, monkeypatch):
+    case = make_case(6, 64, 128, bias_dtype=torch.bfloat16, seed=7)
+    via_op = OP(*case.args[:5])
+    calls = []
+    real = direct_on_cpu._op
+    monkeypatch.setattr(direct_on_cpu, "_op", lambda *a: calls.append(a) or real(*a))
+    assert torch.equal(hi.hipb_mm_fp8(*case.args[:5]), via_op) and not calls  # direct
+    with _SeesOps():
+        hi.hipb_mm_fp8(*case.args[:5])
+    assert len(calls) == 1  # a dispatch mode: through the op
+
+
+def test_direct_path_leaves_jit_tracing_to_the_op(direct_on_cpu):
+    # torch.jit.trace records dispatcher calls: a direct call would leave the GEMM out of the trace.
+    case = make_case(6, 64, 128, bias_dtype=None, seed=8)
+    traced = torch.jit.trace(lambda A, B, sa, sb: hi.hipb_mm_fp8(A, B, sa, sb), case.args[:4], check_trace=False)
+    assert "hipbmm::hipb_mm_fp8" in str(traced.graph)
+    other = make_case(6, 64, 128, bias_dtype=None, seed=9)
+    assert torch.equal(traced(other.A, case.B, other.scale_a, case.scale_b),
+                       OP(other.A, case.B, other.scale_a, case.scale_b))
+
+
+def test_direct_path_keeps_autograd_parity(direct_on_cpu):
+    # An fp8 weight held as an nn.Parameter requires grad by default: under grad mode the call
+    # must give what the op gives (autograd's fallback marks the output as requiring grad).
+    case = make_case(6, 64, 128, bias_dtype=None, seed=10)
+    B = torch.nn.Parameter(case.B)
+    assert B.requires_grad
+    assert hi.hipb_mm_fp8(case.A, B, case.scale_a, case.scale_b).requires_grad == \
+        OP(case.A, B, case.scale_a, case.scale_b).requires_grad
+    with torch.no_grad():
+        assert not hi.hipb_mm_fp8(case.A, B, case.scale_a, case.scale_b).requires_grad
