@@ -26,8 +26,8 @@ as aiter's ``gradlib/csrc/hipbsolgemm.cu`` implements it:
    ``solution_index=-1``; a class without a solution is served by the next backend of the
    ``auto`` order (logged once), or raises :class:`BackendUnavailableError` when the user named
    ``aiter`` explicitly.
-5. **Solution indices only from ``hipb_findallsols``.** Every other hipBLASLt failure calls
-   ``exit()``: an index hipBLASLt does not know, or one it cannot run at this M, ends the process
+5. **Solution indices only from ``hipb_findallsols``** (the policy: :mod:`.aiter_solutions`).
+   Every other hipBLASLt failure calls ``exit()``: an index hipBLASLt does not know, or one it cannot run at this M, ends the process
    and cannot be tried and caught. So an index other than -1 (hipBLASLt's heuristic) comes from
    :func:`hipbmm_inductor.tuning.choose` (candidates: ``hipb_findallsols`` of the running
    hipBLASLt; results keyed by its version), and is passed only after ``hipb_findallsols`` listed
@@ -67,10 +67,11 @@ from typing import Optional
 import torch
 
 from hipbmm_inductor import envs, hardware, tuning
-from hipbmm_inductor.tuning import measure, rocm_online
+from hipbmm_inductor.tuning import rocm_online
 from hipbmm_inductor.tuning.key import library_versions
 
 from . import registry
+from .aiter_solutions import HEURISTIC, ONLINE_TUNING_MAX_M, Solutions
 from .errors import BackendUnavailableError, HipbmmInputError
 from .registry import Availability, register_backend
 
@@ -215,15 +216,6 @@ _EXTENSION = _ProcessExtension()
 # Bumped by invalidate_plans(): a plan built under an older generation is rebuilt on its next call.
 _generation = 0
 
-# What the tuner answers when it has nothing better: hipBLASLt's own heuristic. Shared and
-# read-only (the tuner hands cached dicts out as is).
-_HEURISTIC = {"solution_index": -1}
-
-# aiter's hipb_mm tunes inline, replacing the caller's solution_index, only for hipBLASLt's n (our
-# M) up to this (hipbsolgemm.cu: decode_max_n).
-ONLINE_TUNING_MAX_M = 512
-
-
 def invalidate_plans() -> None:
     """Rebuild every aiter launch plan on its next call (settings they snapshot have changed)."""
     global _generation
@@ -260,12 +252,11 @@ class AiterBackend:
         self._aiter = None  # the module the caches below were filled from
         # shape class -> True (hipBLASLt has a solution) / False (it has none: fall back)
         self._has_solution: dict[tuple, bool] = {}
-        # (shape class, M) -> the indices hipb_findallsols listed (None: it cannot be asked)
-        self._listed: dict[tuple, Optional[frozenset]] = {}
         self._warned: set[tuple] = set()
         # Readable by users: hipb_mm calls, probes, shape classes without a solution, fallbacks,
         # plans built, tuned indices hipb_findallsols did not list at a call's M.
         self.counters: Counter[str] = Counter()
+        self._solutions = Solutions(self._warn_once, self.counters)
 
     # --- gating ---------------------------------------------------------------------------
 
@@ -386,7 +377,7 @@ class AiterBackend:
             with self._lock:
                 self._aiter = aiter
                 self._has_solution.clear()
-                self._listed.clear()
+                self._solutions.clear()
                 self._plans.clear()
         device = A.device
         self._check_fp8_flavour(A, device)
@@ -415,101 +406,19 @@ class AiterBackend:
         if not has_solution:
             return _Plan(fallback=_describe(shape_class), shape_class=shape_class), None, True
 
-        config, final = self._tuned_config(aiter, args, vendor_tunes)
-        index = self._index_of(config, N, K, M)
+        config, final = self._solutions.tuned_config(
+            aiter, args, shape_class[4], vendor_tunes=vendor_tunes, hipblaslt_known=_hipblaslt_version() is not None,
+            run=lambda cfg, *run_args: self._launch(aiter, cfg, *run_args))
+        index = self._solutions.index_of(config, N, K, M)
         plan = _Plan(hipb_mm=aiter.hipb_mm, cast_bias=cast_bias, tuned_index=index, shape_class=shape_class)
         return plan, (out if index < 0 else None), final
 
-    def _tuned_config(self, aiter, args, vendor_tunes: bool) -> tuple[dict, bool]:
-        """The tuner's config for these arguments, and whether it is final for the plan."""
-        if vendor_tunes:
-            self._warn_once(("vendor",), (
-                "aiter: HIP_ONLINE_TUNING is on, so aiter replaces the solution index of every GEMM "
-                "with M <= %d by its own (./hip_online_tuning_res.csv, or tuned inline); hipbmm_inductor "
-                "passes -1 there and neither tunes nor uses its cached hipBLASLt indices for those shapes"
-            ), ONLINE_TUNING_MAX_M)
-            return _HEURISTIC, True
-        if _hipblaslt_version() is None:
-            self._warn_once(("version",), (
-                "aiter: hipBLASLt's version is unknown (no libhipblaslt.so.<version> in torch/lib or "
-                "/opt/rocm/lib), and a solution index is valid only for the hipBLASLt build that listed "
-                "it: hipBLASLt's heuristic (-1) runs and no index is tuned"
-            ))
-            return _HEURISTIC, True
-        if getattr(aiter, "hipb_findallsols", None) is None:
-            return _HEURISTIC, True  # nothing to tune from, nothing to check an index against
-        # The one tuner call of this backend.
-        config = tuning.choose(
-            "aiter", *args,
-            default=_HEURISTIC,
-            candidates=lambda: self._candidates(aiter, *args),
-            run=lambda cfg, *run_args: self._launch(aiter, cfg, *run_args),
-        )
-        # online mode answers the heuristic without tuning while a CUDA graph is captured: ask again
-        # on the next call instead of keeping that answer.
-        final = not (config is _HEURISTIC and tuning.get_mode() == "online" and
-                     measure.unsafe_to_benchmark(args[0]) is not None)
-        return config, final
-
-    def _index_of(self, config, N: int, K: int, M: int) -> int:
-        index = config.get("solution_index") if isinstance(config, dict) else None
-        if isinstance(index, bool) or not isinstance(index, int) or index < -1:
-            # The tuning cache is JSON: a float, string or missing index is a corrupt entry, not a choice.
-            self._warn_once(("corrupt", N, K, repr(config)), (
-                "aiter: ignoring the tuned config %r for N=%d, K=%d, M=%d: solution_index must be an int "
-                ">= -1; hipBLASLt's heuristic (-1) runs"
-            ), config, N, K, M)
-            return -1
-        return index
-
     def _index_at(self, plan: _Plan, M: int, A, B, scale_a, scale_b, bias, out_dtype) -> int:
-        """The plan's tuned index if hipb_findallsols lists it at this exact M, else -1 (once per M).
-
-        NOTE: per M, not per bucket: matmulIsAlgoSupported (what hipb_findallsols filters by)
-        sees the whole problem, and an index hipBLASLt cannot run at this M ends the process.
-        """
+        """The index to pass at this M (:meth:`.aiter_solutions.Solutions.index_at`), decided once per M."""
         args = (A, B, scale_a, scale_b, bias.to(out_dtype) if plan.cast_bias else bias, out_dtype)
-        listed = self._listing(self._aiter, args)
-        index = plan.tuned_index
-        if listed is None or index not in listed:
-            self.counters["rejected_solution_indices"] += 1
-            N, K = B.shape[1], B.shape[0]
-            self._warn_once(("unlisted", N, K, index), (
-                "aiter: the tuned hipBLASLt solution %d for N=%d, K=%d is not one hipb_findallsols lists "
-                "at M=%d for this hipBLASLt; passing it would end the process, so hipBLASLt's heuristic "
-                "(-1) runs there (re-tune with `python -m hipbmm_inductor tune --force`)"
-            ), index, N, K, M)
-            index = -1
-        plan.index_for_m[M] = index
+        index = plan.index_for_m[M] = self._solutions.index_at(self._aiter, plan.tuned_index, args,
+                                                               plan.shape_class[4])
         return index
-
-    def _listing(self, aiter, args) -> Optional[frozenset]:
-        """What ``hipb_findallsols`` lists for these arguments (memoised per shape class and M);
-        ``None`` when this aiter cannot be asked for the preshuffled layout."""
-        A, B, scale_a, scale_b, bias, out_dtype = args
-        key = (B.shape[1], B.shape[0], A.dtype, None if bias is None else bias.dtype, _device_key(A.device),
-               A.shape[0])
-        if key in self._listed:
-            return self._listed[key]
-        findallsols = getattr(aiter, "hipb_findallsols", None)
-        listed = None
-        if findallsols is not None:
-            try:
-                listed = frozenset(int(s) for s in findallsols(
-                    A, B, bias=bias, out_dtype=out_dtype, scaleA=scale_a, scaleB=scale_b, bpreshuffle=True
-                ))
-            except TypeError:
-                # NOTE: aiter releases before bpreshuffle support take no bpreshuffle argument here;
-                # the solutions they list are for the plain layout and would compute garbage on ours.
-                self._warn_once(("findallsols",), (
-                    "aiter.hipb_findallsols has no bpreshuffle argument: hipBLASLt solutions are not tuned"
-                ))
-        self._listed[key] = listed
-        return listed
-
-    def _candidates(self, aiter, A, B, scale_a, scale_b, bias, out_dtype) -> list[dict]:
-        listed = self._listing(aiter, (A, B, scale_a, scale_b, bias, out_dtype))
-        return [{"solution_index": s} for s in sorted(listed or ())]
 
     # --- once per process / device / shape class --------------------------------------------
 
@@ -529,12 +438,12 @@ class AiterBackend:
         if vendor_tunes:
             # NOTE: aiter's inline tuning has no "0 solutions" check: with nothing to try it indexes
             # past its empty results (hipbsolgemm.cu, hipblasLt_online_tuning). Ask first.
-            listed = self._listing(aiter, args)
+            listed = self._solutions.listing(aiter, args, shape_class[4])
             if listed is not None and not listed:
                 self._mark_no_solution(shape_class, "hipb_findallsols lists no solution")
                 return False, None
         try:
-            out = self._launch(aiter, _HEURISTIC, *args)
+            out = self._launch(aiter, HEURISTIC, *args)
         except RuntimeError as e:
             if NO_SOLUTION_MESSAGE not in str(e):
                 raise

@@ -15,7 +15,7 @@ import torch
 from hipbmm_inductor import tuning
 from hipbmm_inductor.ops import aiter_backend, registry
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
-from hipbmm_inductor.tuning import rocm_online
+from hipbmm_inductor.tuning import measure, rocm_online
 from tests.support.aiter_shared import FP8, GPU, ROOT, ChooseSpy, check_close
 from tests.support.aiter_standin import AiterStandIn
 from tests.support.inputs import make_case
@@ -75,8 +75,8 @@ def test_online_answer_during_capture_is_not_kept(platform, monkeypatch, tmp_pat
     try:
         tuning.set_mode("online")
         capturing = {"on": True}
-        real = aiter_backend.measure.unsafe_to_benchmark
-        monkeypatch.setattr(aiter_backend.measure, "unsafe_to_benchmark",
+        real = measure.unsafe_to_benchmark
+        monkeypatch.setattr(measure, "unsafe_to_benchmark",
                             lambda A: "a CUDA graph is being captured" if capturing["on"] else real(A))
         backend = AiterBackend()
         case = make_case(8, 32, 64, fp8=torch.float8_e4m3fnuz)
