@@ -27,8 +27,8 @@ as aiter's ``gradlib/csrc/hipbsolgemm.cu`` implements it:
    ``auto`` order (logged once), or raises :class:`BackendUnavailableError` when the user named
    ``aiter`` explicitly.
 5. **Solution indices only from ``hipb_findallsols``** (the policy: :mod:`.aiter_solutions`).
-   Every other hipBLASLt failure calls ``exit()``: an index hipBLASLt does not know, or one it cannot run at this M, ends the process
-   and cannot be tried and caught. So an index other than -1 (hipBLASLt's heuristic) comes from
+   Every other hipBLASLt failure calls ``exit()``: an index hipBLASLt does not know, or one it
+   cannot run at this M, ends the process and cannot be tried and caught. So an index other than -1 (hipBLASLt's heuristic) comes from
    :func:`hipbmm_inductor.tuning.choose` (candidates: ``hipb_findallsols`` of the running
    hipBLASLt; results keyed by its version), and is passed only after ``hipb_findallsols`` listed
    it for the call's exact M; otherwise -1 runs, with one warning. Without a known hipBLASLt
