@@ -136,7 +136,7 @@ BLOCKS = {
 class FP8DecoderBlock(nn.Module):
     """One Llama-style decoder layer with FP8 linears (no KV cache: attention over the step's tokens)."""
 
-    def __init__(self, shape: BlockShape, device, fp8: torch.dtype = torch.float8_e4m3fn, seed: int = 0):
+    def __init__(self, shape: BlockShape, device, fp8: Optional[torch.dtype] = None, seed: int = 0):
         super().__init__()
         h, hd = shape.hidden, shape.head_dim
         self.shape = shape

@@ -100,6 +100,10 @@ def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES
     if iters < 1 or repeats < 1:
         raise ValueError(f"--iters and --repeats must be >= 1, got {iters} and {repeats}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if backend != "auto":
+        available = registry.availability(backend, dev)
+        if not available:  # the rewrite would skip every linear: nothing to compare
+            raise ValueError(f"--backend {backend} cannot run on {dev}: {available.reason}")
     blocks = {True: FP8DecoderBlock(BLOCKS[model], dev), False: FP8DecoderBlock(BLOCKS[model], dev)}  # same seed
     records = []
     before: dict = {}  # the backend's through-Triton counts at the previous record

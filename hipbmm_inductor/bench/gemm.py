@@ -111,9 +111,10 @@ def run_bench(
     progress: Callable[[Record], None] = lambda r: None,
 ) -> dict:
     hi.set_backend(backend)
-    fast = backend == "triton" and envs.HIPBMM_TRITON_ACCUMULATION == "fast"
     dev = torch.device(device)
     be = registry.backend_for(dev)
+    # The backend that runs (``auto`` resolves to one), so that the baseline runs in its mode.
+    fast = be.name == "triton" and envs.HIPBMM_TRITON_ACCUMULATION == "fast"
     l2 = hardware.l2_bytes(dev)
     bw = copy_bandwidth(dev)
     peak = fp8_peak(dev, fp8)

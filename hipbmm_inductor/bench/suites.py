@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hipbmm_inductor.ops.validate import check_shape_supported
+
 __all__ = ["SUITES", "DEFAULT_MS", "parse_shapes", "parse_ints"]
 
 SUITES = {
@@ -17,9 +19,9 @@ SUITES = {
 DEFAULT_MS = (1, 16, 64, 256, 1024, 4096)
 
 
-
 def parse_shapes(text: str) -> list[tuple[int, int]]:
-    """``'N,K;N,K'`` (``x`` also separates) and suite names -> ``[(N, K), ...]``."""
+    """``'N,K;N,K'`` (``x`` also separates) and suite names -> ``[(N, K), ...]``: at least one, each
+    a weight the op takes (checked here, before any GPU work)."""
     shapes = []
     for part in text.replace(" ", "").split(";"):
         if not part:
@@ -31,9 +33,13 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
             n, k = (int(x) for x in part.lower().replace("x", ",").split(","))
         except ValueError:
             raise ValueError(f"--shapes: expected 'N,K;N,K' or a suite ({', '.join(SUITES)}), got {part!r}")
+        problem = check_shape_supported(n, k)
+        if problem:
+            raise ValueError(f"--shapes: {part!r}: {problem}")
         shapes.append((n, k))
+    if not shapes:
+        raise ValueError(f"--shapes: no shapes given in {text!r}")
     return shapes
-
 
 
 def parse_ints(text: str, arg: str) -> list[int]:

@@ -9,10 +9,10 @@ from typing import Optional
 import torch
 
 from hipbmm_inductor.ops import registry
-from hipbmm_inductor.tuning.key import device_info, parse_dtype
+from hipbmm_inductor.tuning.key import parse_dtype
 
 __all__ = ["positive_int", "count", "backend_arg", "device_arg", "choice_type", "fp8_type", "bias_type",
-           "recorded_dtype", "device_or_default", "device_fp8", "plot_path"]
+           "recorded_dtype", "device_or_default", "plot_path"]
 
 
 def positive_int(text: str) -> int:
@@ -103,11 +103,6 @@ def device_or_default(name: Optional[str]) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def device_fp8(device: torch.device) -> torch.dtype:
-    # MI300 (gfx942) uses the fnuz flavour; MI350 and NVIDIA the OCP one (docs/contract.md, "aiter hipb_mm").
-    return torch.float8_e4m3fnuz if device_info(device).arch.startswith("gfx94") else torch.float8_e4m3fn
 
 
 def plot_path(out: str, plot: Optional[str]) -> str:

@@ -6,6 +6,7 @@ plot."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 from dataclasses import asdict
@@ -35,12 +36,22 @@ def _device_name(device: torch.device) -> str:
     return hardware.device_name(device) if device.type == "cuda" else "CPU"
 
 
+def _plot_target(out: str, plot) -> str:
+    """Where the plot goes ('' for none), refused before any measuring when matplotlib is missing."""
+    path = plot_path(out, plot)
+    if path and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot: a plot needs matplotlib (pip install -e '.[bench]'); or pass --plot ''")
+    return path
+
+
 def _main_block(args: argparse.Namespace) -> int:
     tokens = parse_ints(args.tokens, "--tokens")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes:
+        raise ValueError(f"--modes: give at least one of {', '.join(bb.MODES)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out if args.out != "bench.json" else "block.json"
-    plot_to = plot_path(out, args.plot)
+    plot_to = _plot_target(out, args.plot)
     done: list = []
 
     def progress(r) -> None:
@@ -51,7 +62,7 @@ def _main_block(args: argparse.Namespace) -> int:
 
     bb.run_block_bench(args.model, tokens, modes, backend=args.backend, iters=args.iters, repeats=args.repeats,
                        progress=progress)
-    if out:
+    if out and done:
         print(f"wrote {out}")
     if plot_to and done:
         _plots().plot_block(done, plot_to, _device_name(device), args.backend)
@@ -60,6 +71,8 @@ def _main_block(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.accumulation:
+        envs.set_override("HIPBMM_TRITON_ACCUMULATION", args.accumulation)
     if args.model:
         return _main_block(args)
     if not torch.cuda.is_available():
@@ -72,9 +85,7 @@ def _main(args: argparse.Namespace) -> int:
         if len(s) != 3:
             raise ValueError(f"--inductor: expected 'N,K,M;...', got {s}")
     fp8 = getattr(torch, args.fp8)
-    plot_to = plot_path(args.out, args.plot)
-    if args.accumulation:
-        envs.set_override("HIPBMM_TRITON_ACCUMULATION", args.accumulation)
+    plot_to = _plot_target(args.out, args.plot)
     done = []
 
     def progress(r: Record) -> None:

@@ -20,17 +20,22 @@ from hipbmm_inductor.tuning.untuned import untuned_path
 
 from .args import device_arg, device_or_default
 
-__all__ = ["register", "add_common"]
+__all__ = ["register", "add_common", "store_for"]
 
 
-def _stores(args: argparse.Namespace):
+def store_for(args: argparse.Namespace):
+    """The tuner's store, after ``--cache-dir``; refuses a cache path that is a file."""
     if args.cache_dir:
         tuning.set_cache_dir(args.cache_dir)
-    return tuning.tuner().store
+    store = tuning.tuner().store
+    if os.path.exists(store.folder) and not os.path.isdir(store.folder):
+        # Else every action would report an empty cache and tune would keep its rows in memory.
+        raise ValueError(f"HIPBMM_TUNING_CACHE / --cache-dir: {store.folder} is a file, not a folder")
+    return store
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    store = _stores(args)
+    store = store_for(args)
     info = device_info(device_or_default(args.device))
     report = {"folder": store.folder, "files": []}
     for arch, path in store.files():
@@ -71,7 +76,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
-    store = _stores(args)
+    store = store_for(args)
     info = device_info(device_or_default(args.device))
     files = [(a, p) for a, p in store.files() if args.arch is None or a == safe_arch(args.arch)]
     for arch, path in files:
@@ -105,7 +110,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    store = _stores(args)
+    store = store_for(args)
     info = device_info(device_or_default(args.device))
     archs = {a: p for a, p in store.files()}
     wanted = list(archs) if args.all else [safe_arch(args.arch or info.arch)]
@@ -133,7 +138,7 @@ def _describe(row) -> str:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    store = _stores(args)
+    store = store_for(args)
     info = device_info(device_or_default(args.device))
     merged = refused = 0
     for src in args.files:

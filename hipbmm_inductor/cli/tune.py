@@ -20,15 +20,15 @@ from typing import Iterator, Optional
 
 import torch
 
-from hipbmm_inductor import envs, tuning
+from hipbmm_inductor import envs, hardware, tuning
 from hipbmm_inductor.bench.inputs import random_inputs
 from hipbmm_inductor.ops import registry
 from hipbmm_inductor.ops.validate import check_inputs
 from hipbmm_inductor.tuning.key import device_info, dtype_name, m_bucket
 from hipbmm_inductor.tuning.untuned import read_untuned, untuned_path
 
-from .args import backend_arg, bias_type, count, device_fp8, device_or_default, fp8_type, recorded_dtype
-from .cache import add_common
+from .args import backend_arg, bias_type, count, device_or_default, fp8_type, recorded_dtype
+from .cache import add_common, store_for
 
 __all__ = ["register", "parse_shape", "ShapeSpec"]
 
@@ -60,7 +60,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 def _inputs(spec: ShapeSpec, device: torch.device, seed: int):
     # Values spread over the fp8 range (random_inputs): timing does not depend on them, validation
     # of the candidates does (an all-zero input would let a mis-tiled config pass).
-    s = random_inputs(spec.m, spec.n, spec.k, spec.fp8 or device_fp8(device), spec.bias, device,
+    s = random_inputs(spec.m, spec.n, spec.k, spec.fp8 or hardware.fp8_dtype(device), spec.bias, device,
                       generator=torch.Generator(device=device).manual_seed(seed))
     return s.A, s.B, s.scale_a, s.scale_b, s.bias, spec.out_dtype
 
@@ -156,8 +156,10 @@ def _cached_row(t, info, backend: str, args, spec: ShapeSpec):
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     device = device_or_default(args.device)
-    if args.cache_dir:
-        tuning.set_cache_dir(args.cache_dir)
+    bad = envs.problems()
+    if bad:  # before tuning anything: a run that ends in a settings error would leave its results unreported
+        raise ValueError("; ".join(bad))
+    store_for(args)  # the cache folder, checked
     specs: list[ShapeSpec] = []
     bias, fp8 = args.bias, args.fp8  # parsed by bias_type / fp8_type
     for text in args.shapes or []:
@@ -177,8 +179,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                 print(f"skipping {s.m}x{s.n}x{s.k}: extra key {s.extra!r} cannot be reproduced from the CLI",
                       file=sys.stderr)
                 continue
-            specs.append(ShapeSpec(s.m, s.n, s.k, fp8=recorded_dtype(s.a_dtype), bias=recorded_dtype(s.bias),
-                                   out_dtype=recorded_dtype(s.out_dtype), backend=args.backend or s.backend))
+            try:
+                dtypes = dict(fp8=recorded_dtype(s.a_dtype), bias=recorded_dtype(s.bias),
+                              out_dtype=recorded_dtype(s.out_dtype))
+            except ValueError as e:  # recorded by another torch build, or an edited file
+                print(f"skipping {s.m}x{s.n}x{s.k} in {path}: {e}", file=sys.stderr)
+                continue
+            specs.append(ShapeSpec(s.m, s.n, s.k, backend=args.backend or s.backend, **dtypes))
     if not specs:
         raise ValueError("tune: give --shapes MxNxK ... and/or --from FILE")
     if args.max_candidates is not None:

@@ -14,7 +14,7 @@ first used and by :func:`reload`; at run time :func:`set_mode`):
 Results live in ``HIPBMM_TUNING_CACHE`` (default ``$XDG_CACHE_HOME/hipbmm_inductor``), one CSV per
 device architecture (:mod:`.store`), keyed by backend, device, library versions, dtypes, bias, N,
 K and M bucket (:mod:`.key`). Counters: :func:`counters`. Offline: ``python -m hipbmm_inductor
-tune`` and ``cache`` (:mod:`.cli`); ``docs/tuning.md`` has the workflow.
+tune`` and ``cache`` (:mod:`hipbmm_inductor.cli.tune`, :mod:`hipbmm_inductor.cli.cache`); ``docs/tuning.md`` has the workflow.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ silently reuses indices across releases). So the full key is
     A dtype, B dtype, out dtype, bias (dtype or "none"), N, K, M bucket, extra key
 
 The device part (architecture, name, versions) is computed once per device and folded into the
-table a process looks shapes up in (:class:`.table.Tuner`), so the per-call key is only a tuple
+table a process looks shapes up in (:class:`.tuner.Tuner`), so the per-call key is only a tuple
 of values already on the tensors (dtypes as ``torch.dtype`` objects, the M bucket by bit
 arithmetic): no string formatting on the hot path, about 1 us per call in all.
 """

@@ -64,7 +64,7 @@ class BenchSettings:
     min_reps: int = 10
     max_reps: int = 100
     time_budget_s: float = 0.02  # per candidate; sets reps between min_reps and max_reps
-    rotate_bytes: Optional[int] = None  # None: twice the device's last-level cache
+    rotate_bytes: Optional[int] = None  # None: timing.ROTATION_CACHE_MULTIPLE x the last-level cache
     max_candidates: Optional[int] = None  # None: all; else an evenly spaced subset (plus the default)
     # NOTE: a candidate replaces the default only if at least 5% faster: single points move
     # +-5% between benchmark runs on the H100 (docs/benchmarks.md).

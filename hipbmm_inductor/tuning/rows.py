@@ -169,7 +169,7 @@ def read_rows(path: str) -> LoadResult:
             if len(records) != 1:
                 raise ValueError("not one CSV record")
             row = Row.from_fields(records[0])
-        except (ValueError, csv.Error) as e:  # json.JSONDecodeError is a ValueError
+        except (ValueError, csv.Error, RecursionError) as e:  # JSONDecodeError is a ValueError; absurd nesting recurses
             result.bad_lines.append(line)
             if "garbage rows" not in result.problems:
                 result.problems.append("garbage rows")

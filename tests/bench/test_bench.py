@@ -17,10 +17,40 @@ def test_parse_shapes_accepts_suites_and_pairs():
     assert suites.parse_shapes("4096,4096; 8192x28672") == [(4096, 4096), (8192, 28672)]
 
 
-@pytest.mark.parametrize("text", ["4096", "a,b", "llama9"])
+@pytest.mark.parametrize("text", ["4096", "a,b", "llama9", ";", "", "100,4096", "4096,100", "0,4096", "-16,4096"])
 def test_parse_shapes_names_the_argument(text):
+    # Empty lists and weights the op cannot take are refused here, before any GPU work.
     with pytest.raises(ValueError, match="--shapes"):
         suites.parse_shapes(text)
+
+
+def test_block_bench_on_the_cpu(tmp_path, capsys):
+    # The tiny block on the reference backend: every linear rewritten, the JSON written. The
+    # with/without outputs differ only in fp32 summation order before one bf16 rounding each
+    # (both dequantise the same fp8 values), so their gap is a few bf16 steps of the output.
+    import json
+
+    out = tmp_path / "b.json"
+    assert cli.main(["bench", "--model", "tiny", "--backend", "reference", "--modes", "default", "--tokens", "3",
+                     "--iters", "1", "--repeats", "1", "--out", str(out), "--plot", ""]) == 0
+    (rec,) = json.loads(out.read_text())["records"]
+    assert rec["rewritten"] == 4 and rec["tokens"] == 3 and rec["mode"] == "default"
+    assert rec["max_abs_diff"] < 0.5 and rec["with_rewrite_us"] > 0 and rec["without_rewrite_us"] > 0
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--modes", ""], "--modes"),
+    (["--tokens", "0"], "--tokens"),
+    (["--backend", "triton"], "--backend triton cannot run"),  # no GPU, no interpreter: nothing would be rewritten
+])
+def test_block_bench_refuses_bad_arguments_in_one_line(argv, needle, tmp_path, capsys):
+    if torch.cuda.is_available() and needle.startswith("--backend"):
+        pytest.skip("checks the no-GPU answer")
+    out = tmp_path / "b.json"
+    assert cli.main(["bench", "--model", "tiny", "--iters", "1", "--repeats", "1", "--out", str(out), "--plot", "",
+                     *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and not out.exists()
 
 
 @pytest.mark.parametrize("text", ["", "0,1", "1,x"])

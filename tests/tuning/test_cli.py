@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hipbmm_inductor import cli, envs, tuning
 from hipbmm_inductor.cli.tune import parse_shape
@@ -126,3 +128,37 @@ def test_tune_reports_rows_with_a_backend_extra_key(monkeypatch, capsys):
     assert _tune("8x64x64", extra=["--json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["status"] == "tuned" and entry["config"] == fakes.FASTEST_CORRECT
+
+
+def test_tune_refuses_a_bad_setting_before_tuning(tuning_env, monkeypatch, capsys):
+    monkeypatch.setenv("HIPBMM_TUNING", "bogus")
+    try:
+        assert cli.main(["tune", "--backend", "reference", "--shapes", "4x32x32"]) == 2
+    finally:
+        monkeypatch.delenv("HIPBMM_TUNING")  # before the fixture's teardown reads it
+    captured = capsys.readouterr()
+    assert "HIPBMM_TUNING" in captured.err and "4x32x32" not in captured.out  # nothing was tuned first
+
+
+@pytest.mark.parametrize("argv", [["cache", "show"], ["cache", "clear"], ["tune", "--shapes", "4x32x32"]])
+def test_a_cache_path_that_is_a_file_is_refused(tuning_env, tmp_path, argv, capsys):
+    f = tmp_path / "not_a_folder"
+    f.write_text("x")
+    assert cli.main([*argv, "--cache-dir", str(f)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert f.read_text() == "x"
+
+
+def test_tune_from_skips_a_shape_with_an_unknown_dtype(tuning_env, capsys):
+    from hipbmm_inductor.tuning.key import device_info
+    from hipbmm_inductor.tuning.untuned import UNTUNED_COLUMNS
+
+    info = device_info(torch.device("cpu"))
+    rows = [["reference", info.arch, info.name, info.versions, dtype, "float8_e4m3fn", "bfloat16", "none",
+             "4", "32", "32", "", "test", "2026-01-01T00:00:00Z"] for dtype in ("float99", "float8_e4m3fn")]
+    path = tuning_env.parent / "recorded.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([UNTUNED_COLUMNS, *rows])
+    assert cli.main(["tune", "--from", str(path), "--backend", "reference"]) == 0
+    captured = capsys.readouterr()
+    assert "skipping 4x32x32" in captured.err and "float99" in captured.err

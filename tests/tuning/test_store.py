@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
@@ -75,7 +77,8 @@ def test_current_rows_are_used(tuning_env):
     assert fakes.choose(*fakes.inputs(M=7)) == {"cost": 2.5, "split_k": 2}
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage_rows", "wrong_header", "binary_junk", "bad_values"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage_rows", "wrong_header", "binary_junk", "bad_values",
+                                    "deep_json"])
 def test_damaged_file_one_warning_good_rows_kept(tuning_env, caplog, damage):
     s = Store(str(tuning_env))
     info = device_info(torch.device("cpu"))
@@ -94,6 +97,12 @@ def test_damaged_file_one_warning_good_rows_kept(tuning_env, caplog, damage):
     elif damage == "bad_values":
         text += ",".join(_row(n=512).to_fields()).replace(",512,", ",-512,") + "\n"
         text += ",".join(_row(n=1024).to_fields()).replace('"{', "{").replace('}"', "}").replace('{"cost": 3.0}', "{not json") + "\n"
+    elif damage == "deep_json":  # a config nested past the JSON decoder's recursion limit
+        fields = _row(n=512).to_fields()
+        fields[[i for i, f in enumerate(fields) if f.startswith("{")][0]] = '{"a":' * 5000 + "1" + "}" * 5000
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\n").writerow(fields)
+        text += line.getvalue()
     with open(path, "w") as f:
         f.write(text)
 
