@@ -125,7 +125,7 @@ def rewrite(g: Gemm, graph: fx.Graph, gm: Optional[fx.GraphModule] = None) -> fx
             sa = _scale_a(graph, created, g.scale_a, g.tensor_scale_a)
             sb = _scale_b(graph, created, g.scale_b, n, g.tensor_scale_b)
             # Defaults left out (no bias, bf16 out): the dispatcher converts every argument it is
-            # given, on every call of the compiled graph (~0.4 us each, benchmarks/op_overhead.py).
+            # given, on every call of the compiled graph (0.7 us for the two defaults, benchmarks/results/cpu/op_overhead.json).
             args = (a, B, sa, sb) if g.bias is None else (a, B, sa, sb, g.bias)
             out = _call(graph, created, torch.ops.hipbmm.hipb_mm_fp8.default, *args)
     except BaseException:

@@ -33,7 +33,7 @@ __all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE", "into"]
 
 # Encoded TMA descriptors kept per plan and operand. The caching allocator hands the same few
 # addresses out step after step, so a handful are live at a time; past this many the cache is
-# dropped and refilled (a miss costs one encode, ~5 us).
+# dropped and refilled (a miss costs one encode through Triton's routine).
 DESCRIPTOR_CACHE_SIZE = 64
 
 

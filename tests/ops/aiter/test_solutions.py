@@ -68,19 +68,30 @@ def test_index_from_another_hipblaslt_is_never_passed(platform, monkeypatch, tmp
     # what stands between the stale index and exit().
     old = platform("gfx942", solutions=(3, 7, 11))
     tuning.set_cache_dir(tmp_path)
+
+    def timer(fn, reps):  # solution 7 "fastest": the tuner must store it, so that a stale index exists
+        times = []
+        for i in range(reps):
+            fn(i)
+            times.append(1e-6 if gemms(old)[-1].solution_index == 7 else 5e-6)
+        return times
+
+    tuning.set_timer(timer)
     try:
         tuning.set_mode("online")
         case = make_case(8, 32, 64, fp8=torch.float8_e4m3fnuz)
         AiterBackend().run(*case.args)
-        cached = gemms(old)[-1].solution_index
-        assert cached in (3, 7, 11) or cached == -1
+        assert gemms(old)[-1].solution_index == 7
         new = platform("gfx942", solutions=(20, 21))
         monkeypatch.setattr(aiter_backend, "_hipblaslt_version", lambda: "1.1.0+standin")
         tuning.reload()
         tuning.set_mode("cache")
-        check_close(AiterBackend().run(*case.args), case)
+        after = AiterBackend()
+        check_close(after.run(*case.args), case)
         assert new.exited is None and {c.solution_index for c in gemms(new)} == {-1}
+        assert after.counters["rejected_solution_indices"] == 1  # the cached 7 reached the check, refused
     finally:
+        tuning.set_timer(None)
         tuning.set_cache_dir(None)
 
 
@@ -127,10 +138,14 @@ def test_only_listed_indices_reach_hipblaslt_property(data):
         mp.undo()
     assert standin.exited is None
     valid = isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0
-    for call in gemms(standin):
+    calls = gemms(standin)
+    # The first GEMM is the shape class's probe (-1); every call after it passes exactly the
+    # listed index, or -1 where hipb_findallsols did not list it at that M.
+    assert calls[0].solution_index == -1
+    for call in calls[1:]:
         want = cached if valid and cached in listed[call.M] else -1
-        assert call.solution_index in (want, -1)  # a first call's probe runs -1 before any index
-        assert call.used_index == call.solution_index
+        assert call.solution_index == want, (call.M, call.solution_index, want)
+    assert all(call.used_index == call.solution_index for call in calls)
 
 
 def test_unknown_hipblaslt_version_uses_no_index(platform, monkeypatch, caplog):
