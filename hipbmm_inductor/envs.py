@@ -45,7 +45,6 @@ ACCUMULATION_MODES = ("promoted", "fast")
 # Values set from Python (set_backend, enable/disable, ...). They win over the environment.
 _overrides: dict[str, object] = {}
 _MISSING = object()
-_environ = os.environ
 
 # The one rule, for every variable below: the value must be one of the variable's spellings
 # (ours stripped and lower-cased first; another program's matched as that program matches it),
@@ -183,13 +182,38 @@ def set_override(name: str, value: object) -> None:
     else:
         _check_override(name, value)
         _overrides[name] = value
+    for listener in list(_listeners):
+        listener(name)
+
+
+# Called with the variable's name after every set_override: what memoises a decision made from a
+# setting (the backend chosen per device, aiter's launch plans) forgets it there.
+_listeners: list = []
+
+
+def add_listener(listener) -> None:
+    """Call ``listener(name)`` after every :func:`set_override` (once per listener)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def raw(name: str) -> object:
-    """The setting as given, unparsed: the Python override, else the environment's text, else
-    ``None``. Cheap (two dict lookups), for memo keys on hot paths; parse with ``envs.NAME``."""
+    """The setting as given, unparsed: the Python override, else the environment's value (bytes on
+    POSIX), else ``None``. For memo keys on hot paths (two dict reads: ``os.environ.get`` encodes the
+    name on every call, a microsecond); parse with ``envs.NAME``."""
     value = _overrides.get(name, _MISSING)
-    return _environ.get(name) if value is _MISSING else value
+    if value is not _MISSING:
+        return value
+    data = getattr(os.environ, "_data", None)
+    if data is None:  # not CPython's os._Environ: the portable way
+        return os.environ.get(name)
+    key = _ENCODED.get(name)
+    if key is None:
+        key = _ENCODED[name] = os.environ.encodekey(name)
+    return data.get(key)
+
+
+_ENCODED: dict = {}
 
 
 def is_overridden(name: str) -> bool:

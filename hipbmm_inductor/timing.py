@@ -34,7 +34,7 @@ def cache_bytes(device: torch.device) -> int:
         return _CPU_LLC_BYTES
     if hardware.is_rocm():
         return _ROCM_LLC_BYTES
-    return hardware.l2_bytes(device)
+    return hardware.l2_bytes(device) or _CPU_LLC_BYTES  # no GPU visible: nothing will be timed on it
 
 
 def rotations(bytes_per_call: int, cache: int, cap: int) -> int:

@@ -31,9 +31,9 @@ import torch
 from torch import Tensor
 
 from .registry import backend_for
-from .validate import check_inputs, is_valid_fast
+from .validate import check_inputs, check_out, is_valid_fast
 
-__all__ = ["hipb_mm_fp8", "hipb_mm_fp8_out"]
+__all__ = ["hipb_mm_fp8"]
 
 _TAGS = (
     torch.Tag.needs_exact_strides if hasattr(torch.Tag, "needs_exact_strides") else torch.Tag.needs_fixed_stride_order,
@@ -132,8 +132,9 @@ def hipb_mm_fp8_out(A: Tensor, B: Tensor, scale_a: Tensor, scale_b: Tensor, bias
     if A.shape[0]:
         backend = backend_for(A.device)
         if getattr(backend, "writes_out", False):
-            backend.run(A, B, scale_a, scale_b, bias, _BF16, out)
+            backend.run(A, B, scale_a, scale_b, bias, _BF16, out)  # checks out on a plan's first call
         else:  # the setting changed since the graph was compiled: the same result, one copy more
+            check_out(out, A, B)
             out.copy_(backend.run(A, B, scale_a, scale_b, bias, _BF16))
     return out
 

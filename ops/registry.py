@@ -152,9 +152,23 @@ def set_backend(name: Optional[str]) -> None:
 
 
 def reset_selection() -> None:
+    """Forget the backend chosen per device (the next call chooses again)."""
     with _lock:
         _selected.clear()
         _explained.clear()
+
+
+# Settings that decide which backends `auto` finds usable, beside HIPBMM_BACKEND (the memo's key).
+_SELECTION_SETTINGS = frozenset({"HIPBMM_USE_AITER", "VLLM_ROCM_USE_AITER", "VLLM_ROCM_USE_AITER_LINEAR",
+                                 "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM", "TRITON_INTERPRET"})
+
+
+def _on_override(name: str) -> None:
+    if name in _SELECTION_SETTINGS:
+        reset_selection()
+
+
+envs.add_listener(_on_override)
 
 
 def _select(name: str, device: torch.device) -> Backend:

@@ -24,6 +24,7 @@ import torch
 from hipbmm_inductor import envs, hardware, tuning
 
 from .registry import Availability, register_backend
+from .validate import check_out
 from .triton_configs import CONFIG_KEYS, config_bucket, config_space, heuristic_config
 
 __all__ = ["TritonBackend", "KERNEL_VERSION"]
@@ -247,6 +248,9 @@ class TritonBackend:
     def _first_call(self, key, A, B, scale_a, scale_b, bias, out_dtype, out=None) -> torch.Tensor:
         from .triton_fp8_gemm import hopper_failed, hopper_path, launch, prepare  # imports triton
         from .triton_plan import HopperPlan, PortablePlan, into as _into  # imports triton
+
+        if out is not None:  # once per plan: a compiled graph passes buffers of the one layout checked here
+            check_out(out, A, B)
 
         fast = envs.HIPBMM_TRITON_ACCUMULATION == "fast"  # raises, naming the variable, if invalid
         if (A.device.type == "cuda" and not envs.TRITON_INTERPRET and hopper_path(A.device, A.dtype)

@@ -32,7 +32,7 @@ from .errors import HipbmmInputError
 from .layout import BK, BN
 
 __all__ = [
-    "FP8_DTYPES", "OUT_DTYPES", "BIAS_DTYPES", "check_inputs", "check_shape_supported", "is_valid_fast",
+    "FP8_DTYPES", "OUT_DTYPES", "BIAS_DTYPES", "check_inputs", "check_out", "check_shape_supported", "is_valid_fast",
 ]
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
@@ -65,6 +65,19 @@ def check_shape_supported(n: int, k: int) -> Optional[str]:
     if k < BK or k % BK != 0:
         return f"K must be >= {BK} and a multiple of {BK} (the preshuffle tile), got K={k}"
     return None
+
+
+def check_out(out, A, B) -> None:
+    """Raise :class:`HipbmmInputError` unless ``out`` can take the result: a contiguous bf16
+    ``[M, N]`` tensor on A's device. Checked where a given buffer is first written (a plan's first
+    call, a copy into it), not on every call of a compiled graph, which allocated it itself."""
+    out = _tensor(out, "out")
+    want = (A.shape[0], B.shape[1])
+    if tuple(out.shape) != want or out.dtype != torch.bfloat16 or not out.is_contiguous() or out.device != A.device:
+        raise HipbmmInputError(
+            f"out: expected a contiguous torch.bfloat16 tensor of shape {list(want)} on {A.device}, got "
+            f"{out.dtype} {list(out.shape)} strides {list(out.stride())} on {out.device}"
+        )
 
 
 def check_inputs(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16) -> None:

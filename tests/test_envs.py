@@ -135,3 +135,34 @@ def test_python_overrides_follow_the_same_rule():
     with pytest.raises(ValueError, match=r"HIPBMM_VLLM_ENABLE='yes': expected one of auto, 1, 0"):
         envs.set_override("HIPBMM_VLLM_ENABLE", "yes")
     assert not envs.is_overridden("HIPBMM_TUNING_RECORD")  # nothing was stored
+
+
+def test_raw_reads_the_live_environment_and_overrides(monkeypatch):
+    # A memo key: it must change whenever the environment or an override does.
+    monkeypatch.delenv("HIPBMM_TRITON_ACCUMULATION", raising=False)
+    assert envs.raw("HIPBMM_TRITON_ACCUMULATION") is None
+    monkeypatch.setenv("HIPBMM_TRITON_ACCUMULATION", "fast")
+    fast = envs.raw("HIPBMM_TRITON_ACCUMULATION")
+    monkeypatch.setenv("HIPBMM_TRITON_ACCUMULATION", "promoted")
+    assert envs.raw("HIPBMM_TRITON_ACCUMULATION") != fast and fast is not None
+    envs.set_override("HIPBMM_TRITON_ACCUMULATION", "fast")
+    try:
+        assert envs.raw("HIPBMM_TRITON_ACCUMULATION") == "fast"
+    finally:
+        envs.set_override("HIPBMM_TRITON_ACCUMULATION", None)
+
+
+def test_an_override_that_decides_selection_resets_it(monkeypatch):
+    # set_override("HIPBMM_USE_AITER", ...) must not be ignored by a device whose backend was
+    # already chosen: the registry forgets its choices.
+    import torch
+
+    from hipbmm_inductor.ops import registry
+
+    registry.backend_for(torch.device("cpu"))
+    assert registry._selected
+    envs.set_override("HIPBMM_USE_AITER", False)
+    try:
+        assert not registry._selected
+    finally:
+        envs.set_override("HIPBMM_USE_AITER", None)

@@ -42,7 +42,7 @@ import torch
 import hipbmm_inductor as hi
 from hipbmm_inductor import envs, hardware
 from hipbmm_inductor.ops import registry
-from hipbmm_inductor.timing import copy_bandwidth, fp8_peak, time_graph, time_graphs, time_plain
+from hipbmm_inductor.timing import cache_bytes, copy_bandwidth, fp8_peak, time_graph, time_graphs, time_plain
 
 from .inputs import InputSet, make_sets
 
@@ -115,7 +115,7 @@ def run_bench(
     be = registry.backend_for(dev)
     # The backend that runs (``auto`` resolves to one), so that the baseline runs in its mode.
     fast = be.name == "triton" and envs.HIPBMM_TRITON_ACCUMULATION == "fast"
-    l2 = hardware.l2_bytes(dev)
+    l2 = cache_bytes(dev)  # the last-level cache: MI300's Infinity Cache, not its L2
     bw = copy_bandwidth(dev)
     peak = fp8_peak(dev, fp8)
     log.info("copy bandwidth %.2f TB/s, fp8 peak %.0f TFLOP/s", bw / 1e12, peak / 1e12)

@@ -138,3 +138,20 @@ def test_op_called_by_model_code_gets_the_direct_call(fresh, monkeypatch, no_gra
     assert seen and all(d is torch.bfloat16 for d in seen), seen
     assert "hipb_mm_fp8_out(" in call_body(code), code
     assert torch.equal(out, op(c.A, c.B, c.scale_a, c.scale_b, c.bias) * 2)  # x2 is exact in bf16
+
+
+@pytest.mark.parametrize("bad", ["shape", "dtype", "strides", "none"])
+def test_out_entry_names_a_bad_out_buffer(bad):
+    # Not reachable from generated code (Inductor allocates the buffer to the op's fake result),
+    # but the entry is importable: a wrong buffer is an error naming `out`, never garbage.
+    from tests.support.inputs import make_case
+
+    c = make_case(4, 64, 128, bias_dtype=None, seed=3)
+    out = {"shape": torch.empty(1, 64, dtype=torch.bfloat16), "dtype": torch.empty(4, 64),
+           "strides": torch.empty(64, 4, dtype=torch.bfloat16).t(), "none": None}[bad]
+    hi.set_backend("reference")
+    try:
+        with pytest.raises(hi.HipbmmInputError, match="out"):
+            hipb_mm_fp8_out(c.A, c.B, c.scale_a, c.scale_b, None, out)
+    finally:
+        hi.set_backend(None)
