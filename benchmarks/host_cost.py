@@ -3,7 +3,8 @@
 For each suite weight (N, K) at M = 1, the host time one call takes to issue, measured as the
 wall time of ``--calls`` back-to-back calls with no synchronisation inside the loop (the GPU
 queue absorbs the kernels, so the loop time is the host's), median over ``--repeats`` loops,
-fresh random data. Variants, all in the same run:
+fresh random data. Variants, all in the same run and timed in turns (one loop of each per
+repeat, so that the host's drift during the run reaches them alike):
 
 - ``scaled_mm``: ``torch._scaled_mm`` rowwise, bf16 out (cuBLASLt), on the plain weight;
 - ``ours``: ``hipbmm_inductor.hipb_mm_fp8`` (the public op: dispatch, validation, backend
@@ -78,14 +79,14 @@ def _breakdown(plan, A, B, sa, sb, calls: int, repeats: int) -> dict:
     args = (*plan._a[a], *plan._w[w], sa.data_ptr(), sb.data_ptr(), sb.data_ptr(), *plan._c[c], *plan._tail)
     idx = A.device.index or 0
     steps = {
-        "torch.empty": lambda: torch.empty((1, N), dtype=torch.bfloat16, device=A.device),
+        "torch.empty": lambda: torch.empty(1, N, dtype=torch.bfloat16, device=A.device),
         "5 x data_ptr": lambda: (A.data_ptr(), B.data_ptr(), sa.data_ptr(), sb.data_ptr(), out.data_ptr()),
         "current_stream": lambda: current_stream(idx),
         "hooks_idle": fast.hooks_idle,
         "descriptor lookups": lambda: (plan._a.get(a), plan._w.get(w), plan._c.get(c)),
         "C launcher only": lambda: fast(plan.prepared.grid, current_stream(idx), args),
         "whole relaunch": lambda: plan(A, B, sa, sb, None),
-        "envs.HIPBMM_TRITON_ACCUMULATION": lambda: envs.HIPBMM_TRITON_ACCUMULATION,
+        "envs.raw(accumulation)": lambda: envs.raw("HIPBMM_TRITON_ACCUMULATION"),
         "torch.cuda.current_device": torch.cuda.current_device,
         "backend.run": lambda: be.run(A, B, sa, sb, None, torch.bfloat16),
         "validate.is_valid_fast": lambda: validate.is_valid_fast(A, B, sa, sb, None, torch.bfloat16),
@@ -102,17 +103,20 @@ def measure(N: int, K: int, calls: int, repeats: int, compiled: bool, breakdown:
     A, W, B, sa, sb = _inputs(1, N, K, seed=N + K)
     Wt = W.t()
     rec = {"N": N, "K": K, "M": 1}
-    rec["scaled_mm_us"] = host_us(lambda: torch._scaled_mm(A, Wt, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16),
-                                  calls, repeats)
-    rec["ours_us"] = host_us(lambda: hi.hipb_mm_fp8(A, B, sa, sb), calls, repeats)
     be: TritonBackend = registry.get_backend("triton")
+    hi.hipb_mm_fp8(A, B, sa, sb)  # builds the launch plan
     config, fast = be.config_for(A, B, sa, sb, None, torch.bfloat16)
-    rec["ours_binder_us"] = host_us(lambda: T.launch(config, A, B, sa, sb, None, torch.bfloat16, fast_accum=fast),
-                                    calls, repeats)
     plans = [p for k, p in be._plans.items() if k[2] == N and k[3] == K and k[4] == 1]
     plan = plans[0] if plans else None
+    # Timed in turns, loop by loop, so that the host's drift during the run reaches every variant.
+    fns = {
+        "scaled_mm_us": lambda: torch._scaled_mm(A, Wt, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16),
+        "ours_us": lambda: hi.hipb_mm_fp8(A, B, sa, sb),
+        "ours_binder_us": lambda: T.launch(config, A, B, sa, sb, None, torch.bfloat16, fast_accum=fast),
+    }
     if plan is not None and plan.fast is not None:
-        rec["launch_floor_us"] = host_us(lambda: plan(A, B, sa, sb, None), calls, repeats)
+        fns["launch_floor_us"] = lambda: plan(A, B, sa, sb, None)
+    rec.update(timing.host_us_turns(fns, calls, repeats, sync=True))
     # The breakdown times HopperPlan.__call__'s steps: on the first shape the Gluon kernel serves.
     if plan is not None and plan.fast is not None and breakdown and plan.kernel == "gluon-sm90":
         rec["breakdown_us"] = _breakdown(plan, A, B, sa, sb, calls, repeats)

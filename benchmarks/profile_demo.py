@@ -1,4 +1,4 @@
-"""Where the demo MLP's time goes, kernel by kernel, with and without the rewrite.
+"""Where a compiled model's time goes, kernel by kernel, with and without the rewrite.
 
 The per-GEMM suite predicts a larger gain for the demo's Llama-3-8B MLP (``demo --tokens 16
 --hidden 4096 --intermediate 14336``) than its CUDA-graph time shows. This compiles the model
@@ -6,7 +6,11 @@ both ways (freezing on, as the demo does), captures each in one CUDA graph, and 
 replays with ``torch.profiler``: each kernel's median GPU time per forward, and the forward's
 span (first kernel start to last kernel end), so launch gaps show as span minus kernel sum.
 
+With ``--model`` naming a decoder block (``llama3-8b``, ...), the block that ``bench --model``
+times is profiled instead of the MLP, compiled with ``dynamic=False`` as ``bench`` compiles it.
+
     HIPBMM_BACKEND=triton python benchmarks/profile_demo.py --out profile_demo.json
+    python benchmarks/profile_demo.py --model llama3-8b --tokens 1 --out profile_block.json
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch._inductor.config as inductor_config
 import hipbmm_inductor
 from hipbmm_inductor import lowering
 from hipbmm_inductor.cli.args import positive_int
-from hipbmm_inductor.models import FP8MLP
+from hipbmm_inductor.models import BLOCKS, FP8DecoderBlock, FP8MLP
 from hipbmm_inductor.timing import capture_graph
 
 
@@ -52,6 +56,8 @@ def _profile(fn, x, replays: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--model", default="mlp", choices=["mlp", *BLOCKS],
+                   help="the demo's MLP (--hidden, --intermediate) or a decoder block of bench --model")
     p.add_argument("--tokens", type=positive_int, default=16)
     p.add_argument("--hidden", type=positive_int, default=4096)
     p.add_argument("--intermediate", type=positive_int, default=14336)
@@ -61,17 +67,23 @@ def main() -> None:
     dev = torch.device("cuda")
     hipbmm_inductor.set_backend("triton")
     torch.manual_seed(0)
-    model = FP8MLP(args.hidden, args.intermediate, device=dev).eval()
-    x = torch.randn(args.tokens, args.hidden, device=dev, dtype=torch.bfloat16)
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "tokens": args.tokens,
-              "hidden": args.hidden, "intermediate": args.intermediate}
+    if args.model == "mlp":
+        model = FP8MLP(args.hidden, args.intermediate, device=dev).eval()
+        hidden, intermediate = args.hidden, args.intermediate
+    else:
+        model = FP8DecoderBlock(BLOCKS[args.model], dev).eval()
+        hidden, intermediate = BLOCKS[args.model].hidden, BLOCKS[args.model].intermediate
+    x = torch.randn(args.tokens, hidden, device=dev, dtype=torch.bfloat16)
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "model": args.model,
+              "tokens": args.tokens, "hidden": hidden, "intermediate": intermediate}
     with torch.no_grad(), inductor_config.patch(freezing=True):
         for label, enabled in (("with_rewrite", True), ("without_rewrite", False)):
             torch._dynamo.reset()
             lowering.install()
             (lowering.enable if enabled else lowering.disable)()
-            fn = torch.compile(model)
+            fn = torch.compile(model, dynamic=None if args.model == "mlp" else False)
             fn(x)
+            result[label + "_rewritten"] = lowering.counters().rewritten
             result[label] = prof = _profile(fn, x, args.replays)
             print(f"{label}: span {prof['span_us']:.1f} us, kernels {prof['kernel_sum_us']:.1f} us")
             for r in prof["kernels"]:

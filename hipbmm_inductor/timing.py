@@ -15,7 +15,7 @@ import torch
 
 from hipbmm_inductor import hardware
 
-__all__ = ["capture_graph", "time_graph", "time_graphs", "time_plain", "host_us", "copy_bandwidth", "fp8_peak",
+__all__ = ["capture_graph", "time_graph", "time_graphs", "time_plain", "host_us", "host_us_turns", "copy_bandwidth", "fp8_peak",
            "cache_bytes", "rotations", "ROTATION_CACHE_MULTIPLE"]
 
 # Timed calls rotate through input sets whose bytes, together, reach this many times the
@@ -146,19 +146,28 @@ def host_us(fn: Callable[[], object], calls: int, repeats: int, warmup: int = 10
     synchronised inside the loop, median over ``repeats`` loops. On a GPU the launch queue absorbs
     the kernels (keep ``calls`` in the hundreds, below the queue's depth), so the loop time is the
     host's; ``sync`` synchronises the device between loops (outside the timed part)."""
-    for _ in range(warmup):
-        fn()
+    return host_us_turns({"fn": fn}, calls, repeats, warmup, sync)["fn"]
+
+
+def host_us_turns(fns: dict, calls: int, repeats: int, warmup: int = 10, sync: bool = False) -> dict:
+    """:func:`host_us` of several functions, timed in turns (one loop of each per repeat), so
+    that a drift of the host's speed during the run reaches all of them alike and their ratios
+    stay fair; ``{name: median us per call}``."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if sync:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / calls * 1e6)
     if sync:
         torch.cuda.synchronize()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-        if sync:
-            torch.cuda.synchronize()
-    return statistics.median(samples)
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def copy_bandwidth(device, nbytes: int = 1 << 30) -> float:

@@ -138,9 +138,9 @@ class TritonBackend:
           call for an unmeasured shape;
         - host time: in a compiled graph the call is the launch plan's own, into Inductor's
           buffer (``lowering/extern_call.py``): the Llama-3-8B block with its linears rewritten
-          runs x1.05-1.11 at 1-128 tokens in the default mode over two runs
-          (``h200/block_triton.json``, ``h200/block_triton_run1.json``), and x1.39 at 16 tokens
-          under CUDA graphs (x1.03 and x1.52 at 1 token in the two runs, an unexplained spread). That holds where the heuristic picks the Gluon
+          runs x1.09-1.20 at 1-128 tokens in the default mode in a loop that waits for each
+          call, x1.17-1.50 in device time, and x1.43-1.60 at 1-16 tokens under CUDA graphs in
+          device time (``h200/block_triton.json``). That holds where the heuristic picks the Gluon
           kernel: the portable kernel's split-K (the H200 rules' choice for a 128-column weight)
           launches twice and allocates a workspace, and a compiled 128 x 4096 linear ran x0.74
           without graphs (``h200/host_cost_compiled.json``);

@@ -46,3 +46,25 @@ def test_time_graphs_names_bad_arguments(kwargs, match):
     """Checked before any GPU work: a clear error, not a division by zero or an empty median."""
     with pytest.raises(ValueError, match=match):
         timing.time_graphs(**kwargs)
+
+
+def test_host_us_turns_times_each_function_in_turns():
+    """Every function gets its warm-up, then one loop of ``calls`` per repeat, in turns: the call
+    order shows the interleaving. Each result is that function's own median per call: a function
+    that spins ~10x longer reads several times slower (the bound only needs the loops kept
+    apart, so it is far from the 10x that the spin aims at, whatever the CI machine's load)."""
+    import time
+
+    order = []
+
+    def spin(us):
+        end = time.perf_counter() + us * 1e-6
+        while time.perf_counter() < end:
+            pass
+
+    fns = {"fast": lambda: order.append("fast") or spin(5), "slow": lambda: order.append("slow") or spin(50)}
+    got = timing.host_us_turns(fns, calls=4, repeats=3, warmup=2)
+    assert list(got) == ["fast", "slow"]
+    assert order == ["fast"] * 2 + ["slow"] * 2 + (["fast"] * 4 + ["slow"] * 4) * 3
+    assert got["slow"] > 3 * got["fast"] > 0, got
+    assert timing.host_us(fns["fast"], calls=2, repeats=1, warmup=0) > 0

@@ -13,8 +13,12 @@ linears become ``hipb_mm_fp8`` on pre-shuffled constants, on ``--backend``) and 
 lowering: cuBLASLt ``_scaled_mm`` by default, its Triton templates too under ``max-autotune``).
 Both run on the same weights and inputs; the time is the median over ``--repeats`` of a loop of
 ``--iters`` back-to-back calls between CUDA events (host time included, as a serving loop sees
-it; under ``reduce-overhead`` that loop replays CUDA graphs). Records ``{mode, tokens,
-with_rewrite_us, without_rewrite_us, ...}`` go to ``--out`` as they are measured.
+it; under ``reduce-overhead`` that loop replays CUDA graphs). On a GPU each loop is also timed
+with the launch queue kept full (``*_device_us``: a spin kernel holds the GPU while the host
+enqueues the loop), which is the block's device time alone: where a compiled call's host time
+(Dynamo's guards, the CUDA-graph tree's bookkeeping) exceeds its GPU time, the first figure is
+the host's and equal for both variants, the second still tells them apart. Records ``{mode,
+tokens, with_rewrite_us, without_rewrite_us, ...}`` go to ``--out`` as they are measured.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -53,6 +58,17 @@ class BlockRecord:
     rewritten: int
     max_abs_diff: float  # with vs without rewrite, bf16 outputs of the whole block
     launches: Optional[dict] = None  # the backend's launch_stats() after the timed calls, where it has them
+    # Graphs Inductor compiled without CUDA graphs although the mode asks for them (its
+    # "cudagraph_skips" counter), per variant: a skipped graph runs launch by launch.
+    cudagraph_skips: Optional[dict] = None
+    # Every timed loop's us per call, per variant ({"with": [...], "without": [...]}), in the
+    # order timed: the spread behind each median.
+    samples_us: Optional[dict] = None
+    # Device time per call with the launch queue kept full (the host enqueues ahead of the GPU),
+    # per variant: the block's GPU cost without the wait for the host. On CPUs, None.
+    with_rewrite_device_us: Optional[float] = None
+    without_rewrite_device_us: Optional[float] = None
+    device_speedup: Optional[float] = None
 
 
 def _time_us(fn: Callable[[], torch.Tensor], iters: int, repeats: int, device: torch.device) -> float:
@@ -70,15 +86,53 @@ def _time_us(fn: Callable[[], torch.Tensor], iters: int, repeats: int, device: t
     return statistics.median(samples)
 
 
-def _compile(block: nn.Module, mode: str, rewrite: bool, x: torch.Tensor) -> tuple[Callable, int, torch.Tensor]:
+def _spin_cycles_per_us() -> float:
+    """GPU clock cycles per microsecond of ``torch.cuda._sleep`` (the SM clock, as it runs now)."""
+    torch.cuda._sleep(1_000_000)  # ramps the clock up first
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(4_000_000)
+    end.record()
+    end.synchronize()
+    return 4_000_000 / (start.elapsed_time(end) * 1e3)
+
+
+def _queued_us(fn: Callable[[], torch.Tensor], iters: int, host_us_per_call: float, cycles_per_us: float) -> float:
+    """Device time per call with the launch queue kept full: a spin kernel holds the GPU while the
+    host enqueues all ``iters`` calls, so the events around them time the calls back to back, with
+    no wait for the host in between (what a serving loop that runs ahead of the GPU sees). The spin
+    covers twice the enqueue time the wall loop measured; if the enqueue still outlasts it, the
+    sample is taken again with a longer spin."""
+    spin_us = 2 * iters * host_us_per_call + 100
+    for _ in range(4):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(int(spin_us * cycles_per_us))
+        t0 = time.perf_counter()
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        enqueue_us = (time.perf_counter() - t0) * 1e6
+        end.synchronize()
+        if enqueue_us < 0.8 * spin_us:
+            return start.elapsed_time(end) * 1e3 / iters
+        spin_us = 2 * enqueue_us + 100
+    raise RuntimeError(f"the host could not enqueue {iters} calls ahead of the GPU (last try {enqueue_us:.0f} us)")
+
+
+def _compile(block: nn.Module, mode: str, rewrite: bool, x: torch.Tensor) -> tuple[Callable, int, torch.Tensor, int]:
     """Compile ``block`` with the pass on or off and run it until warm; returns the compiled
-    callable, how many matches the pass rewrote, and its output."""
+    callable, how many matches the pass rewrote, its output, and how many of its graphs
+    Inductor left without CUDA graphs."""
+    from torch._dynamo.utils import counters
+
     lowering.reset_counters()
     (lowering.enable if rewrite else lowering.disable)()
+    skips = counters["inductor"]["cudagraph_skips"]
     f = torch.compile(block, mode=None if mode == "default" else mode, dynamic=False)
     for _ in range(3):  # compile, then warm (CUDA-graph recording under reduce-overhead)
         out = f(x)
-    return f, lowering.counters().rewritten, out.clone()
+    return f, lowering.counters().rewritten, out.clone(), counters["inductor"]["cudagraph_skips"] - skips
 
 
 def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES, backend: str = "triton",
@@ -121,11 +175,18 @@ def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES
                     for rw in (True, False):
                         _time_us(lambda: compiled[rw][0](x), max(1, 50 // iters), 1, dev)
                     samples: dict = {True: [], False: []}
+                    queued: dict = {True: [], False: []}
+                    cycles = _spin_cycles_per_us() if dev.type == "cuda" else None
                     for _ in range(repeats):
                         for rw in (True, False):
                             samples[rw].append(_time_us(lambda: compiled[rw][0](x), iters, 1, dev))
+                            if cycles is not None:
+                                queued[rw].append(_queued_us(lambda: compiled[rw][0](x), iters, samples[rw][-1],
+                                                             cycles))
                     w_us, wo_us = statistics.median(samples[True]), statistics.median(samples[False])
-                    (_, n, w_out), (_, _, wo_out) = compiled[True], compiled[False]
+                    w_dev = statistics.median(queued[True]) if cycles is not None else None
+                    wo_dev = statistics.median(queued[False]) if cycles is not None else None
+                    (_, n, w_out, w_skips), (_, _, wo_out, wo_skips) = compiled[True], compiled[False]
                     be = registry.get_backend(backend)
                     launches = None
                     if hasattr(be, "launch_stats"):  # this record's calls only, not the process's
@@ -136,7 +197,14 @@ def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES
                     rec = BlockRecord(model=model, mode=mode, tokens=t, with_rewrite_us=round(w_us, 2),
                                       without_rewrite_us=round(wo_us, 2), speedup=round(wo_us / w_us, 4),
                                       rewritten=n, max_abs_diff=float((w_out.float() - wo_out.float()).abs().max()),
-                                      launches=launches)
+                                      launches=launches,
+                                      cudagraph_skips=None if mode == "default" else {"with": w_skips,
+                                                                                      "without": wo_skips},
+                                      samples_us={"with": [round(v, 2) for v in samples[True]],
+                                                  "without": [round(v, 2) for v in samples[False]]},
+                                      with_rewrite_device_us=None if w_dev is None else round(w_dev, 2),
+                                      without_rewrite_device_us=None if wo_dev is None else round(wo_dev, 2),
+                                      device_speedup=None if w_dev is None else round(wo_dev / w_dev, 4))
                     records.append(rec)
                     if progress is not None:
                         progress(rec)
@@ -157,5 +225,9 @@ def write(records: list[BlockRecord], path: str, device: torch.device, backend: 
 
 
 def format_record(r: BlockRecord) -> str:
-    return (f"{r.model:10s} {r.mode:16s} tokens={r.tokens:5d}  with {r.with_rewrite_us:9.1f} us  without "
-            f"{r.without_rewrite_us:9.1f} us  x{r.speedup:.3f}  rewritten={r.rewritten}  max|diff|={r.max_abs_diff:.3g}")
+    line = (f"{r.model:10s} {r.mode:16s} tokens={r.tokens:5d}  with {r.with_rewrite_us:9.1f} us  without "
+            f"{r.without_rewrite_us:9.1f} us  x{r.speedup:.3f}")
+    if r.device_speedup is not None:
+        line += (f"  | queue full: {r.with_rewrite_device_us:.1f} vs {r.without_rewrite_device_us:.1f} us"
+                 f" x{r.device_speedup:.3f}")
+    return line + f"  rewritten={r.rewritten}  max|diff|={r.max_abs_diff:.3g}"

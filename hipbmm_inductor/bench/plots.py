@@ -38,11 +38,16 @@ def plot_gemm(result: dict, path: str) -> None:
 
 
 def plot_block(records: list, path: str, device_name: str, backend: str) -> None:
-    """Speedup of the rewrite per token count, one line per mode."""
+    """Speedup of the rewrite per token count, one line per mode: solid for the wall loop (host
+    included), dashed for the device time with the launch queue kept full, where measured."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, mode in enumerate(dict.fromkeys(r.mode for r in records)):
         rs = sorted((r for r in records if r.mode == mode), key=lambda r: r.tokens)
-        ax.plot([r.tokens for r in rs], [r.speedup for r in rs], "-o", color=f"C{i}", label=mode)
+        ax.plot([r.tokens for r in rs], [r.speedup for r in rs], "-o", color=f"C{i}", label=f"{mode} (wall loop)")
+        dev = [r for r in rs if getattr(r, "device_speedup", None) is not None]
+        if dev:
+            ax.plot([r.tokens for r in dev], [r.device_speedup for r in dev], "--s", color=f"C{i}",
+                    label=f"{mode} (device, queue full)")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set(xscale="log", xlabel="tokens", ylabel="block time without / with the rewrite",
            title=f"{device_name}: compiled FP8 {records[0].model} block, hipb_mm_fp8 ({backend}) vs Inductor's own")

@@ -246,7 +246,7 @@ def direct_on_cpu(monkeypatch):
     import importlib
 
     module = importlib.import_module("hipbmm_inductor.ops.hipb_mm_fp8")  # the package exports the function
-    monkeypatch.setattr(module, "DIRECT_DEVICES", {"cuda", "cpu"})
+    monkeypatch.setattr(module, "DIRECT_ALSO", {"cpu"})
     return module
 
 
