@@ -79,6 +79,7 @@ def main() -> None:
     with torch.no_grad(), inductor_config.patch(freezing=True):
         for label, enabled in (("with_rewrite", True), ("without_rewrite", False)):
             torch._dynamo.reset()
+            lowering.reset_counters()  # cumulative otherwise: each variant reports its own count
             lowering.install()
             (lowering.enable if enabled else lowering.disable)()
             fn = torch.compile(model, dynamic=None if args.model == "mlp" else False)

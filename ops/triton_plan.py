@@ -29,17 +29,24 @@ import torch
 from . import triton_fp8_gemm as portable
 from .triton_launch import CompiledLaunch, current_stream, hooks_installed
 
-__all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE", "into"]
+__all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE", "evict_oldest", "into"]
 
 # Encoded TMA descriptors kept per plan and operand. The caching allocator hands the same few
-# addresses out step after step, so a handful are live at a time; past this many the cache is
-# dropped and refilled (a miss costs one encode through Triton's routine).
+# addresses out step after step, so a handful are live at a time; past this many the oldest is
+# dropped (a miss costs one encode through Triton's routine).
 DESCRIPTOR_CACHE_SIZE = 64
 
 
+def evict_oldest(cache: dict, limit: int) -> None:
+    """Make room for one entry in ``cache`` (kept under ``limit``) by dropping the oldest inserted:
+    a dict keeps insertion order, so this costs nothing on a hit, and the entries a loop is using
+    now (the newest) survive, where clearing the whole cache would rebuild them all."""
+    while len(cache) >= limit:
+        del cache[next(iter(cache))]
+
+
 def _put(cache: dict, key: int, value: tuple) -> tuple:
-    if len(cache) >= DESCRIPTOR_CACHE_SIZE:
-        cache.clear()
+    evict_oldest(cache, DESCRIPTOR_CACHE_SIZE)
     cache[key] = value
     return value
 
@@ -70,7 +77,7 @@ class _Plan:
         self.prepared = prepared
         self.fast = None  # the relauncher for calls whose pointers are all aligned (the usual case)
         self._masked: dict = {}  # mask -> relauncher (or None: cannot be relaunched) for the others
-        # Sizes as separate ints: torch.empty parses them 0.4 us faster than one tuple.
+        # Unpacked into torch.empty as separate ints, which its argument parser takes faster than a tuple.
         self._shape = (prepared.M, prepared.N)
         # NOTE: a plan holds no tensor. One allocated while cudagraph trees warm up or record
         # would sit in their private memory pool for good, which they refuse ("live storage

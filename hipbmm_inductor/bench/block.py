@@ -101,8 +101,9 @@ def _queued_us(fn: Callable[[], torch.Tensor], iters: int, host_us_per_call: flo
     """Device time per call with the launch queue kept full: a spin kernel holds the GPU while the
     host enqueues all ``iters`` calls, so the events around them time the calls back to back, with
     no wait for the host in between (what a serving loop that runs ahead of the GPU sees). The spin
-    covers twice the enqueue time the wall loop measured; if the enqueue still outlasts it, the
-    sample is taken again with a longer spin."""
+    is sized at twice the enqueue time the wall loop measured; the start event, which completes
+    when the spin ends, must still be pending once the whole loop is enqueued, else the sample is
+    taken again with a longer spin."""
     spin_us = 2 * iters * host_us_per_call + 100
     for _ in range(4):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -112,11 +113,12 @@ def _queued_us(fn: Callable[[], torch.Tensor], iters: int, host_us_per_call: flo
         for _ in range(iters):
             fn()
         end.record()
+        held = not start.query()  # the spin still runs: every call was queued before any started
         enqueue_us = (time.perf_counter() - t0) * 1e6
         end.synchronize()
-        if enqueue_us < 0.8 * spin_us:
+        if held:
             return start.elapsed_time(end) * 1e3 / iters
-        spin_us = 2 * enqueue_us + 100
+        spin_us = 2 * max(enqueue_us, spin_us) + 100
     raise RuntimeError(f"the host could not enqueue {iters} calls ahead of the GPU (last try {enqueue_us:.0f} us)")
 
 

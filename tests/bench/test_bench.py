@@ -77,3 +77,89 @@ def test_queued_time_is_the_device_time_when_the_host_is_slower():
     queued = block._queued_us(call, 10, wall, per_us)
     assert wall > 250, wall
     assert 0.85 * gpu_us < queued < 1.15 * gpu_us + 5, (queued, gpu_us)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--modes", ""], "--modes"),
+    (["--tokens", "0"], "--tokens"),
+    (["--backend", "triton"], "--backend triton cannot run"),  # no GPU, no interpreter: nothing would be rewritten
+])
+def test_block_bench_refuses_bad_arguments_in_one_line(argv, needle, tmp_path, capsys):
+    if torch.cuda.is_available() and needle.startswith("--backend"):
+        pytest.skip("checks the no-GPU answer")
+    out = tmp_path / "b.json"
+    assert cli.main(["bench", "--model", "tiny", "--iters", "1", "--repeats", "1", "--out", str(out), "--plot", "",
+                     *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("text", ["", "0,1", "1,x"])
+def test_parse_ints_names_the_argument(text):
+    with pytest.raises(ValueError, match="--m"):
+        suites.parse_ints(text, "--m")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
+def test_cli_without_gpu_fails_with_one_line(capsys):
+    assert cli.main(["bench", "--m", "1"]) == 2
+    assert "bench: needs a GPU" in capsys.readouterr().err
+
+
+def _result():
+    recs = []
+    for m in (1, 16):
+        r = gemm.Record(N=64, K=64, M=m, bias=False, ours_us=2.0, baseline_us=3.0, floor_us=1.0,
+                        compute_floor_us=0.1, speedup=1.5, floor_fraction=0.5, ours_tflops=1.0, baseline_tflops=0.7)
+        recs.append(dataclasses.asdict(r))
+    return {"device": "test", "backend": "triton", "geomean_speedup": 1.5, "records": recs}
+
+
+def test_format_row_shows_speedup_and_floor_fraction():
+    row = gemm.format_row(_result()["records"][0])
+    assert "x 1.50" in row and "50.0%" in row
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from hipbmm_inductor.bench import plots  # needs matplotlib, the `bench` extra
+
+    path = tmp_path / "b.png"
+    plots.plot_gemm(_result(), str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("N,K", [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (10240, 8192),
+                                 (8192, 8192), (57344, 8192), (8192, 28672)])
+@pytest.mark.parametrize("M", [1, 16, 64, 256, 1024, 4096])
+def test_rotation_exceeds_three_l2s_of_fp8_bytes(M, N, K):
+    """Every suite point's timed calls rotate over at least 3x H100's 50 MB L2 of the bytes
+    an FP8 call touches: a weight is never still cached from its last use."""
+    l2 = 50 << 20
+    n = inputs.rotation(M, N, K, l2)
+    assert 2 <= n <= 32
+    assert n * (M * K + N * K + 2 * M * N) >= 3 * l2
+
+
+def test_rotation_is_sized_by_the_fp8_call_only():
+    # 4096 x 4096 at M = 1: 16.8 MB per call -> 10 sets (168 MB), where counting the bf16 copies
+    # as well had given 2 sets (34 MB, inside L2).
+    assert inputs.rotation(1, 4096, 4096, 50 << 20) == 10
+
+
+@pytest.mark.parametrize("out,plot,expected", [
+    ("results/run.json", None, "results/run.png"),   # beside the JSON by default
+    ("bench.json", None, "bench.png"),
+    ("run", None, "run.png"),
+    ("", None, ""),                                   # no JSON asked for: no plot either
+    ("results/run.json", "figs/x.png", "figs/x.png"),  # an explicit path wins
+    ("results/run.json", "", ""),                     # and '' turns the plot off
+])
+def test_plot_path_follows_out(out, plot, expected):
+    assert args.plot_path(out, plot) == expected
+
+
+@pytest.mark.parametrize("out,plot", [("r.png", None), ("r.json", "r.json"), ("a/../r.json", "r.json")])
+def test_plot_path_never_overwrites_the_json(out, plot):
+    with pytest.raises(ValueError, match="--plot and --out name the same file"):
+        args.plot_path(out, plot)

@@ -28,7 +28,8 @@ def _run(args, timeout=300, cwd=ROOT):
 
 def test_every_script_is_covered():
     # Every script but the CPU-only ones (run for real above and below) has a short GPU run here.
-    missing = set(SCRIPTS) - {"tables.py", "aiter_overhead.py", "op_overhead.py"} - set(GPU_RUNS) - set(CPU_ONLY)
+    covered = {name.split(":")[0] for name in GPU_RUNS}
+    missing = set(SCRIPTS) - {"tables.py", "aiter_overhead.py", "op_overhead.py"} - covered - set(CPU_ONLY)
     assert not missing, f"benchmark scripts without a GPU run in GPU_RUNS: {sorted(missing)}"
 
 
@@ -79,13 +80,15 @@ def test_tables_summarises_a_committed_result_and_names_bad_input(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
-# GPU: a short run of each, small enough for the GPU test session.
+# GPU: a short run of each, small enough for the GPU test session ("script:variant" names a
+# second run of one script).
 GPU_RUNS = {
     "host_cost.py": ["--shapes", "4096,4096", "--calls", "20", "--repeats", "2", "--no-compiled", "--out", "{out}"],
     "diag_a_box.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
     "diag_accumulation.py": ["--out", "{out}"],
     "diag_decode.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
     "profile_demo.py": ["--tokens", "4", "--hidden", "256", "--intermediate", "512", "--replays", "3", "--out", "{out}"],
+    "profile_demo.py:block": ["--model", "tiny", "--tokens", "4", "--replays", "3", "--out", "{out}"],
     "sweep_triton.py": ["--shapes", "4096,4096", "--m", "16", "--budget-s", "5", "--space", "production", "--out",
                         "{out}"],
     "tune_gain.py": ["--shapes", "4096,4096", "--m", "16", "--max-candidates", "2", "--budget-s", "20", "--out",
@@ -100,6 +103,6 @@ CPU_ONLY: list = []
 def test_gpu_short_run(name, tmp_path):
     out = str(tmp_path / "out.json")
     args = [a.replace("{out}", out) for a in GPU_RUNS[name]]
-    r = _run([os.path.join(BENCH, name), *args], timeout=400, cwd=str(tmp_path))
+    r = _run([os.path.join(BENCH, name.split(":")[0]), *args], timeout=400, cwd=str(tmp_path))
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-3000:])
     assert os.path.exists(out), f"{name} wrote no {out}"
