@@ -7,8 +7,9 @@ value set from Python wins over the environment.
 One rule for every value: a value outside the variable's list raises ``ValueError`` naming the
 variable, the value and what it accepts, where the value is used (not once and then silently);
 ``python -m hipbmm_inductor info`` lists every bad value and exits 1. Our variables ignore
-surrounding spaces and case, and our switches take ``1/0``, ``true/false``, ``yes/no``, ``on/off``.
-The switches of other programs (Triton, aiter, vLLM) take the spellings their owner reads as on,
+surrounding spaces and case, and our switches take ``1/0``, ``true/false``, ``yes/no``, ``on/off``;
+an empty value turns a switch off (``HIPBMM_BACKEND`` and ``HIPBMM_TUNING_CACHE`` take an empty value
+as their default). The switches of other programs (Triton, aiter, vLLM) take the spellings their owner reads as on,
 matched exactly as the owner matches them, and ``0/false/no/off``.
 
 | variable | default | Python equivalent | meaning |

@@ -18,7 +18,10 @@ __all__ = ["FormCounts", "LoweringCounters", "counters", "reset_counters", "reco
 FORMS = ("scaled_mm", "scaled_mm_v2", "channelwise")
 
 NOTHING_SEEN = (
-    "no scaled-mm candidates seen. Common causes: the model has no FP8 GEMM in a compiled graph; "
+    "no scaled-mm candidates seen. Common causes: the model has no FP8 GEMM in a compiled graph "
+    "(code that widens fp8 weights to a float dtype and multiplies in the scales before an ordinary "
+    "matmul or F.linear has none: the pass takes torch._scaled_mm and F.scaled_mm, and freezing folds "
+    "such a weight into a float constant); "
     "Dynamo ran it outside the graph (torch._scaled_mm with per-token scales under "
     "torch._dynamo.decorators.mark_unbacked graph-breaks in PyTorch's meta function: use "
     "torch._dynamo.mark_dynamic; torch.nn.functional.scaled_mm before PyTorch 2.13); or the compile "

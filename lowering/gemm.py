@@ -55,8 +55,11 @@ class Gemm:
 
     @property
     def rows(self):
-        """M as the scales see it: the narrowed row count, else A's."""
-        return self.row_end if self.row_end is not None else val(self.a).shape[0]
+        """M as the scales see it: the narrowed row count (an int, or the node of a symbolic one:
+        its traced value), else A's."""
+        if self.row_end is None:
+            return val(self.a).shape[0]
+        return val(self.row_end) if isinstance(self.row_end, fx.Node) else self.row_end
 
 
 Extracted = Union[Gemm, str, None]  # a Gemm, a skip reason, or "not this form"

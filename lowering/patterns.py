@@ -82,17 +82,36 @@ class Chain:
     bias: object
     row_end: object
     out_dtype: object
+    alpha: object = 1  # add(x, bias, alpha=...): the bias's multiplier
+
+
+_CHAIN_LINKS = (aten.mul.Tensor, aten.slice.Tensor, aten._scaled_mm.default)
+
+
+def _reaches_mm(node, depth: int = 3) -> bool:
+    """Whether ``node`` is a ``_scaled_mm``, or a mul/slice chain of at most ``depth`` links down
+    to one: how the GEMM's side of a ``mul`` is told from a scale that is itself a product."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target in _CHAIN_LINKS):
+        return False
+    if node.target is aten._scaled_mm.default:
+        return True
+    if depth == 0:
+        return False
+    if node.target is aten.slice.Tensor:
+        return _reaches_mm(node.args[0], depth - 1)
+    return any(_reaches_mm(a, depth - 1) for a in node.args[:2])
 
 
 def _split_mul(node) -> Optional[tuple[fx.Node, object]]:
-    """``mul(x, s)`` or ``mul(s, x)`` where ``x`` is itself a mul/slice/_scaled_mm: (x, s)."""
+    """``mul(x, s)`` or ``mul(s, x)`` where ``x`` leads down to the ``_scaled_mm``: ``(x, s)``. The
+    scale may be a product too (``amax(x) * (1 / 448)`` computed in the graph), so the side is told
+    by where it leads, not by its op."""
     if not is_call(node, aten.mul.Tensor):
         return None
     p, q = node.args[:2]
-    inner = (aten.mul.Tensor, aten.slice.Tensor, aten._scaled_mm.default)
-    if isinstance(p, fx.Node) and p.op == "call_function" and p.target in inner:
+    if _reaches_mm(p):
         return p, q
-    if isinstance(q, fx.Node) and q.op == "call_function" and q.target in inner:
+    if _reaches_mm(q):
         return q, p
     return None
 
@@ -107,6 +126,7 @@ def channelwise_chain(root: fx.Node) -> Optional[Chain]:
     x, out_dtype = root.args[0], root.args[1]
     nodes = [root]
     bias = None
+    alpha = 1
     if is_call(x, aten.add.Tensor):
         add, (p, q) = x, x.args[:2]
         if _split_mul(p) is not None:
@@ -115,6 +135,7 @@ def channelwise_chain(root: fx.Node) -> Optional[Chain]:
             x, bias = q, p
         else:
             return None
+        alpha = add.kwargs.get("alpha", add.args[2] if len(add.args) > 2 else 1)
         nodes.append(add)
     outer = _split_mul(x)
     if outer is None:
@@ -138,7 +159,7 @@ def channelwise_chain(root: fx.Node) -> Optional[Chain]:
     if args["out_dtype"] != torch.float32 or not (one_element(args["scale_a"]) and one_element(args["scale_b"])):
         return None  # a rowwise _scaled_mm followed by multiplies: the rowwise form's business
     nodes.append(mm)
-    return Chain(root, mm, nodes, s1, s2, bias, row_end, out_dtype)
+    return Chain(root, mm, nodes, s1, s2, bias, row_end, out_dtype, alpha)
 
 
 def find_candidates(graph: fx.Graph) -> list[tuple[str, fx.Node]]:
@@ -176,6 +197,12 @@ def extract_scaled_mm(node: fx.Node, found, ctx: Context) -> Extracted:
     out_dtype = args["out_dtype"] or getattr(val(args["self"]), "dtype", None)
     if args["scale_result"] is not None:
         return "scale_result is set (only None is supported)"
+    if out_dtype == torch.float32 and one_element(args["scale_a"]) and one_element(args["scale_b"]):
+        # The channelwise form's kind of GEMM (fp32 out, one-element scales) where that form found
+        # no chain: say so, rather than "per-tensor scale_a (needs per-token [M, 1])".
+        return ("per-tensor scale_a and scale_b with fp32 out (needs per-token [M, 1] x per-channel [1, N]), "
+                "and no channelwise chain around it (.to(dtype) <- [+ bias] <- * scale <- * scale <- [narrow] "
+                "<- _scaled_mm)")
     return Gemm("scaled_mm", node, [node], args["self"], args["mat2"], args["scale_a"], args["scale_b"],
                 args["bias"], out_dtype)
 
@@ -215,6 +242,8 @@ def extract_channelwise(root: fx.Node, chain: Chain, ctx: Context) -> Extracted:
         return "the fp32 _scaled_mm itself has a bias or scale_result"
     if chain.bias is not None and not isinstance(chain.bias, fx.Node):
         return "the bias is a Python scalar"
+    if chain.alpha != 1:
+        return f"the bias is added with alpha={chain.alpha!r} (only 1 is supported)"
     # s1 and s2 are the two scales in either order: tell them apart by shape.
     n = val(args["mat2"]).shape[1]
     s1, s2 = chain.s1, chain.s2

@@ -349,6 +349,102 @@ def test_channelwise_with_row_narrow(fresh):
     assert_close_to_eager(out, ref)
 
 
+class PaddedDynamic(nn.Module):
+    """The same, with the row count taken from the input as vLLM does (``narrow(..., x.shape[0])``
+    of rows padded past it): under dynamic shapes the narrowed count is a symbol of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = FP8Linear(128, 64, form="channelwise", bias=True, seed=17)
+
+    def forward(self, x):
+        from hipbmm_inductor.models import quantize_per_token
+
+        lin, m = self.lin, x.shape[0]
+        q, xs = quantize_per_token(torch.nn.functional.pad(x, (0, 0, 0, 17)), lin.fp8)
+        one = torch.ones(1, dtype=torch.float32)
+        out = torch._scaled_mm(q, lin.weight.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
+        out = torch.narrow(out, 0, 0, m) * torch.narrow(xs, 0, 0, m) * lin.weight_scale.t()
+        return (out + lin.bias).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_channelwise_narrow_to_the_input_rows(fresh, dynamic):
+    m = PaddedDynamic().eval()
+    for rows in (4, 9):
+        torch._dynamo.reset()
+        lowering.reset_counters()
+        x = torch.randn(rows, 128, dtype=torch.bfloat16)
+        out, code, _ = compile_and_run(m, x, dynamic=dynamic)
+        c = lowering.counters().forms["channelwise"]
+        assert c.rewritten == 1, dict(c.skipped)
+        assert out.shape == (rows, 64) and "_scaled_mm" not in code
+        assert_close_to_eager(out, m(x))
+
+
+class ChannelwiseVariant(nn.Module):
+    """The channelwise chain written as client code varies it: the per-token scale computed in the
+    graph as a product and multiplied first, or the bias added with ``alpha``."""
+
+    def __init__(self, variant: str):
+        super().__init__()
+        self.lin = FP8Linear(128, 64, form="channelwise", bias=True, seed=19)
+        self.variant = variant
+
+    def forward(self, x):
+        lin = self.lin
+        fmax = torch.finfo(lin.fp8).max
+        xs = x.abs().amax(-1, keepdim=True).float().clamp(min=1e-12) * (1.0 / fmax)  # a mul node
+        q = (x.float() / xs).clamp(-fmax, fmax).to(lin.fp8)
+        one = torch.ones(1, dtype=torch.float32)
+        out = torch._scaled_mm(q, lin.weight.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
+        if self.variant == "alpha":
+            return torch.add(out * xs * lin.weight_scale.t(), lin.bias, alpha=2.0).to(torch.bfloat16)
+        return ((xs * out) * lin.weight_scale.t() + lin.bias).to(torch.bfloat16)
+
+
+def test_channelwise_scale_first_is_rewritten(fresh):
+    m = ChannelwiseVariant("scale_first").eval()
+    x = torch.randn(8, 128, dtype=torch.bfloat16)
+    out, code, _ = compile_and_run(m, x)
+    c = lowering.counters().forms["channelwise"]
+    assert c.rewritten == 1, dict(c.skipped)
+    assert "_scaled_mm" not in code
+    assert_close_to_eager(out, m(x))
+
+
+def test_channelwise_bias_with_alpha_is_skipped_not_dropped(fresh):
+    m = ChannelwiseVariant("alpha").eval()
+    x = torch.randn(8, 128, dtype=torch.bfloat16)
+    out, code, _ = compile_and_run(m, x)
+    c = lowering.counters().forms["channelwise"]
+    assert c.rewritten == 0 and c.matched == 1
+    assert any("alpha=2.0" in reason for reason in c.skipped), dict(c.skipped)
+    assert lowering.counters().forms["scaled_mm"].matched == 0  # its GEMM is the chain's, counted once
+    assert_close_to_eager(out, m(x))  # the graph as written: bias twice
+
+
+def test_fp32_per_tensor_scaled_mm_says_no_chain_was_found(fresh):
+    """An fp32 _scaled_mm with unit scales whose scaling the channelwise form does not take (a
+    bias subtracted): the rowwise form's reason names that, not a per-token scale it never had."""
+
+    class Sub(ChannelwiseVariant):
+        def forward(self, x):
+            lin = self.lin
+            q = x.to(lin.fp8)
+            xs = torch.ones(x.shape[0], 1)
+            one = torch.ones(1, dtype=torch.float32)
+            out = torch._scaled_mm(q, lin.weight.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
+            return (out * xs * lin.weight_scale.t() - lin.bias).to(torch.bfloat16)
+
+    m = Sub("sub").eval()
+    x = torch.randn(8, 128, dtype=torch.bfloat16)
+    out, _, _ = compile_and_run(m, x)
+    c = lowering.counters().forms["scaled_mm"]
+    assert c.rewritten == 0 and any("no channelwise chain" in r for r in c.skipped), dict(c.skipped)
+    assert_close_to_eager(out, m(x))
+
+
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
