@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -152,6 +153,10 @@ def status(device: Optional[torch.device | str] = None) -> Status:
     tuning_mode = _guarded(tuning.get_mode)
     chosen, err = None, None
     config_errors = envs.problems()
+    folder = _guarded(tuning.cache_dir) if tuning_mode != _INVALID else None
+    if isinstance(folder, str) and os.path.exists(folder) and not os.path.isdir(folder):
+        # As the cache and tune commands refuse it: every tuned result would stay in memory.
+        config_errors.append(f"HIPBMM_TUNING_CACHE / tuning.set_cache_dir: {folder} is a file, not a folder")
     try:
         chosen = registry.backend_for(device).name
     except BackendUnavailableError as e:

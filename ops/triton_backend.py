@@ -292,6 +292,27 @@ class TritonBackend:
             self._plans[key] = plan
         return result
 
+    def settings_for_extra(self, extra: str, device: torch.device, fp8: torch.dtype) -> dict:
+        """The settings under which a call of this backend on ``device`` keys its tuning row with
+        ``extra`` (``{variable: value}``), so that ``tune --from`` can tune a shape the way it was
+        recorded; ``ValueError`` naming the mismatch where no setting here would."""
+        parts = extra.split("/") if isinstance(extra, str) else []
+        if len(parts) != 3 or parts[1] not in ("promoted", "fast") or parts[2] not in ("gluon", "portable"):
+            raise ValueError(f"{extra!r} is not <kernel version>/promoted|fast/gluon|portable")
+        if parts[0] != KERNEL_VERSION:
+            raise ValueError(f"recorded for kernel {parts[0]!r}; this Triton backend runs {KERNEL_VERSION!r}")
+        device = torch.device(device)
+        gluon_here = False
+        if device.type == "cuda" and not envs.TRITON_INTERPRET and fp8 is not None:
+            from .triton_fp8_gemm import hopper_path  # imports triton
+
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            gluon_here = hopper_path(torch.device("cuda", index), fp8)
+        here = "gluon" if gluon_here else "portable"
+        if parts[2] != here:
+            raise ValueError(f"recorded on the {parts[2]} kernel; the {here} kernel runs this shape here")
+        return {"HIPBMM_TRITON_ACCUMULATION": parts[1]}
+
     def config_error(self, config: dict, n: int, k: int, extra: str):
         """Why a cached or imported ``config`` cannot serve an ``[*, K] x [K, N]`` GEMM under the
         tuning key ``extra`` (``None``: it can). The tuner calls this once per loaded row, never per call.

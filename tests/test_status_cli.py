@@ -112,6 +112,16 @@ def test_status_reports_a_bad_accumulation_value(monkeypatch):
     assert s.config_errors == ["HIPBMM_TRITON_ACCUMULATION='exact': expected one of promoted, fast"]
 
 
+def test_info_refuses_a_cache_path_that_is_a_file(tmp_path):
+    # As the cache and tune commands do: every tuned result would otherwise stay in memory.
+    f = tmp_path / "not_a_folder"
+    f.write_text("x")
+    r = _cli("info", "--device", "cpu", HIPBMM_TUNING_CACHE=str(f))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert any(ln.startswith("invalid:") and "is a file, not a folder" in ln for ln in r.stdout.splitlines()), r.stdout
+    assert f.read_text() == "x"
+
+
 def test_status_reports_an_unknown_backend_as_a_bad_value(monkeypatch):
     monkeypatch.setenv("HIPBMM_BACKEND", "cublas")
     s = hi.status("cpu")

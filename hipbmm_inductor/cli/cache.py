@@ -85,11 +85,12 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         if args.stale:
             report = store.rewrite(arch, lambda r: r.versions == info.versions, info.versions,
                                    "measured with other library versions (cache clear --stale)")
-            print(f"{path}: removed {report.dropped} row(s) from other library versions, kept {report.rows}")
+            print(f"{path}: removed {report.dropped} row(s) from other library versions, kept {report.rows}"
+                  + (f" (the removed rows are in {path}.rejected)" if report.dropped else ""))
         else:
             report = store.clear(arch, info.versions)
             print(f"{path}: cleared {report.dropped} row(s)")
-    if not args.stale and args.untuned:
+    if args.untuned:
         for name in sorted(os.listdir(store.folder)) if os.path.isdir(store.folder) else []:
             if not (name.startswith("untuned-") and name.endswith(".csv")):
                 continue
@@ -188,6 +189,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 print(f"{src}: {report.kept_newer} row(s) not taken: the cache's row for the key was measured "
                       f"later (the imported rows are kept in {store.path(arch)}.rejected)", file=sys.stderr)
             merged += len(rows)
+        if not loaded.rows and not loaded.bad_lines:
+            print(f"{src}: no rows to import (the file holds no tuning rows)", file=sys.stderr)
     tuning.reload()
     return 1 if refused or not merged else 0
 

@@ -43,6 +43,9 @@ class ShapeSpec:
     out_dtype: torch.dtype = torch.bfloat16
     backend: Optional[str] = None  # None: the configured backend
     label: str = ""
+    # Settings applied while this shape is tuned, as (variable, value): what reproduces the tuning
+    # key of a recorded shape (the backend's settings_for_extra).
+    settings: tuple = ()
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -97,7 +100,10 @@ def _tune_specs_online(specs: list[ShapeSpec], device: torch.device, force: bool
     results, failures = [], 0
     for spec in _progress(specs, "tuning"):
         label = spec.label or f"{spec.m}x{spec.n}x{spec.k}"
+        previous = {name: envs._overrides.get(name) for name, _ in spec.settings}
         try:
+            for name, value in spec.settings:
+                envs.set_override(name, value)
             if spec.backend:
                 registry.set_backend(spec.backend)
             backend = registry.backend_for(device)
@@ -116,6 +122,9 @@ def _tune_specs_online(specs: list[ShapeSpec], device: torch.device, force: bool
             failures += 1
             results.append({"shape": label, "status": "error", "error": f"{type(e).__name__}: {e}"})
             continue
+        finally:
+            for name, value in previous.items():
+                envs.set_override(name, value)
         if delta["tuned"]:
             status = "tuned"
         elif delta["hits"]:
@@ -141,6 +150,13 @@ def _tune_specs_online(specs: list[ShapeSpec], device: torch.device, force: bool
                 line += f"  {r['error']}"
             print(line)
         print(f"cache: {t.store.path(device_info(device).arch)}" + ("  (memory only)" if t.store.memory_only else ""))
+    if t.store.memory_only:
+        # An offline run whose results die with it: say so, and fail, so that scripts notice.
+        lost = sum(r["status"] == "tuned" for r in results)
+        print(f"tune: the cache folder {t.store.folder} could not be written; {lost} tuned result(s) are lost "
+              f"when this command exits (set HIPBMM_TUNING_CACHE or --cache-dir to a writable folder)",
+              file=sys.stderr)
+        return 1
     return 1 if failures else 0
 
 
@@ -175,17 +191,30 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             if s.arch != info.arch:
                 print(f"skipping {s.m}x{s.n}x{s.k}: recorded on {s.arch}, this device is {info.arch}", file=sys.stderr)
                 continue
-            if s.extra:
-                print(f"skipping {s.m}x{s.n}x{s.k}: extra key {s.extra!r} cannot be reproduced from the CLI",
-                      file=sys.stderr)
-                continue
             try:
                 dtypes = dict(fp8=recorded_dtype(s.a_dtype), bias=recorded_dtype(s.bias),
                               out_dtype=recorded_dtype(s.out_dtype))
             except ValueError as e:  # recorded by another torch build, or an edited file
                 print(f"skipping {s.m}x{s.n}x{s.k} in {path}: {e}", file=sys.stderr)
                 continue
-            specs.append(ShapeSpec(s.m, s.n, s.k, backend=args.backend or s.backend, **dtypes))
+            backend_name = args.backend or s.backend
+            settings: tuple = ()
+            if s.extra:
+                # The backend's own tuning key (e.g. the Triton kernel and accumulation mode): tuned
+                # under the settings that give it that key here, if any do.
+                backend = registry.get_backend(backend_name)
+                settings_for = getattr(backend, "settings_for_extra", None)
+                try:
+                    if settings_for is None:
+                        raise ValueError(f"the {backend_name!r} backend cannot say which settings give it")
+                    settings = tuple(sorted(settings_for(s.extra, device, dtypes["fp8"]).items()))
+                except ValueError as e:
+                    print(f"skipping {s.m}x{s.n}x{s.k}: tuning key {s.extra!r}: {e}", file=sys.stderr)
+                    continue
+            specs.append(ShapeSpec(s.m, s.n, s.k, backend=backend_name, settings=settings, **dtypes))
+        if not specs and not args.shapes:
+            raise ValueError(f"tune --from: nothing to tune: every shape in {path} was skipped (reasons above)"
+                             if shapes else f"tune --from: {path} records no shapes")
     if not specs:
         raise ValueError("tune: give --shapes MxNxK ... and/or --from FILE")
     if args.max_candidates is not None:

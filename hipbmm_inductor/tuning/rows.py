@@ -141,19 +141,23 @@ def read_rows(path: str) -> LoadResult:
             raw = f.read()
     except (FileNotFoundError, NotADirectoryError):  # no file yet (or no folder): an empty cache
         return result
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        # Not "\ufffd in text": U+FFFD is a valid character a device name may hold (found by
-        # test_rows_round_trip); only a failed strict decode means damaged bytes.
-        text = raw.decode("utf-8", errors="replace")
-        result.problems.append("bytes that are not UTF-8")
-    if text and not text.endswith("\n"):
+    if raw and not raw.endswith(b"\n"):
         # Our writer always ends with a newline: a missing one means the file was cut short.
         result.problems.append("a truncated last line")
+    # Decoded line by line (a newline byte never occurs inside a UTF-8 sequence): a line that is not
+    # UTF-8 is a bad line, kept for .rejected with its bytes escaped (\xe9), never loaded with its
+    # text replaced, which would change its key for good on the next write. Not "\ufffd in text":
+    # U+FFFD is a valid character a device name may hold (found by test_rows_round_trip).
     # split("\n"), not splitlines(): the latter also breaks at \x1c-\x1e, \x85 and \u2028, which
     # may appear inside a quoted device name or config (found by test_rows_round_trip).
-    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    lines = []
+    for chunk in raw.split(b"\n"):
+        try:
+            lines.append(chunk.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError:
+            result.bad_lines.append(chunk.decode("utf-8", errors="backslashreplace").rstrip("\r"))
+            if "bytes that are not UTF-8" not in result.problems:
+                result.problems.append("bytes that are not UTF-8")
     for ln in lines:
         if ln.startswith(_CLEARED):
             result.cleared_at = max(result.cleared_at, ln[len(_CLEARED):].strip())

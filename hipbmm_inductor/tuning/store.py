@@ -24,8 +24,8 @@ Rules, each answering a weak point of aiter's ``hip_online_tuning_res.csv`` (doc
   is appended, with a ``#`` comment saying why, to ``<file>.rejected`` on the next rewrite: nothing
   in the file is ever silently dropped. A damaged file gives one warning per load.
 - ``cache clear`` empties a file and marks it ``# cleared_at=<time>``: rows measured before that
-  time, held in memory by a process that was running, are not written back (they go to
-  ``.rejected``).
+  time (or in its second), held in memory by a process that was running, are not written back
+  (they go to ``.rejected``). ``cache clear --stale`` moves the rows it drops to ``.rejected``.
 - A folder that cannot be written gives one warning and the process keeps its results in memory;
   rows that could not be written are retried on every later write, until one succeeds.
 - A temporary file left by a killed writer is deleted by the next write of the same file.
@@ -168,7 +168,10 @@ class Store:
                 rows = {r.key(): r for r in loaded.rows}
                 incoming = []
                 for row in pending.values():
-                    if loaded.cleared_at and row.measured_at < loaded.cleared_at:
+                    # <=: both stamps have one-second resolution, so a row of the clear's own
+                    # second may have been measured before it; it is dropped (and re-tuned) rather
+                    # than written back over the clear.
+                    if loaded.cleared_at and row.measured_at <= loaded.cleared_at:
                         report.dropped += 1  # measured before a `cache clear`: do not undo it
                         removed.append((row_line(row), f"not written: measured before the cache was cleared "
                                                     f"at {loaded.cleared_at}"))
@@ -219,6 +222,7 @@ class Store:
                     rows[r.key()] = r
                 else:
                     report.dropped += 1
+                    removed.append((row_line(r), why))  # kept in .rejected: `cache import` brings it back
             return rows
 
         with self._lock:

@@ -105,6 +105,38 @@ def test_clear_stale_keeps_current_rows(tuning_env, capsys):
     assert cli.main(["cache", "clear", "--stale"]) == 0
     assert "removed 1 row" in capsys.readouterr().out
     assert {r.n for r in read_rows(s.path("cpu")).rows} == {64}
+    # The dropped row is kept in .rejected, from where `cache import` brings it back.
+    rejected = s.path("cpu") + ".rejected"
+    assert "other library versions" in Path(rejected).read_text()
+    assert cli.main(["cache", "import", rejected]) == 0
+    assert {r.n for r in read_rows(s.path("cpu")).rows} == {64, 512}
+
+
+def test_clear_stale_with_untuned_empties_the_record_files_too(tuning_env, capsys):
+    tuning.set_record(True)
+    fakes.choose(*fakes.inputs(M=3))
+    record = tuning_env / "untuned-cpu.csv"
+    assert record.stat().st_size > 0
+    assert cli.main(["cache", "clear", "--stale", "--untuned"]) == 0
+    assert record.stat().st_size == 0 and "emptied" in capsys.readouterr().out
+
+
+def test_import_of_a_file_without_rows_says_so(tuning_env, tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert cli.main(["cache", "import", str(empty)]) == 1
+    assert "no rows to import" in capsys.readouterr().err
+
+
+def test_tune_fails_when_its_results_cannot_be_stored(tuning_env, monkeypatch, capsys):
+    """A cache folder that cannot be written: the results would die with the command, so it
+    says so and exits 1 (a script or CI job then notices)."""
+    from hipbmm_inductor.tuning import store as store_mod
+
+    monkeypatch.setattr(store_mod.Store, "_rewrite", lambda *a, **k: (_ for _ in ()).throw(OSError(13, "denied")))
+    assert _tune("8x64x64") == 1
+    err = capsys.readouterr().err
+    assert "could not be written" in err and "1 tuned result(s) are lost" in err
 
 
 def test_export_missing_arch_is_clear(capsys):
@@ -147,6 +179,67 @@ def test_a_cache_path_that_is_a_file_is_refused(tuning_env, tmp_path, argv, caps
     assert cli.main([*argv, "--cache-dir", str(f)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert f.read_text() == "x"
+
+
+def _record_file(tuning_env, backend: str, extras: list[str]):
+    from hipbmm_inductor.tuning.key import device_info
+    from hipbmm_inductor.tuning.untuned import UNTUNED_COLUMNS
+
+    info = device_info(torch.device("cpu"))
+    rows = [[backend, info.arch, info.name, info.versions, "float8_e4m3fn", "float8_e4m3fn", "bfloat16", "none",
+             str(2 + i), "32", "64", extra, "test", "2026-01-01T00:00:00Z"] for i, extra in enumerate(extras)]
+    path = tuning_env.parent / "recorded.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([UNTUNED_COLUMNS, *rows])
+    return path
+
+
+@pytest.mark.parametrize("extra,why", [
+    ("preshuffled-v0/promoted/portable", "recorded for kernel 'preshuffled-v0'"),
+    ("{v}/promoted/gluon", "recorded on the gluon kernel; the portable kernel runs this shape here"),
+    ("{v}/sideways/portable", "is not <kernel version>/promoted|fast/gluon|portable"),
+])
+def test_triton_settings_for_a_recorded_tuning_key(extra, why, monkeypatch):
+    from hipbmm_inductor.ops.triton_backend import KERNEL_VERSION, TritonBackend
+
+    be = TritonBackend()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    for mode in ("promoted", "fast"):
+        assert be.settings_for_extra(f"{KERNEL_VERSION}/{mode}/portable", torch.device("cpu"),
+                                     torch.float8_e4m3fn) == {"HIPBMM_TRITON_ACCUMULATION": mode}
+    with pytest.raises(ValueError, match=why.replace("(", r"\(").replace("|", r"\|")):
+        be.settings_for_extra(extra.format(v=KERNEL_VERSION), torch.device("cpu"), torch.float8_e4m3fn)
+
+
+def test_tune_from_applies_the_settings_that_reproduce_a_recorded_key(tuning_env, monkeypatch, capsys):
+    """Shapes a backend recorded under its own tuning key are tuned under the settings that give
+    that key (fake_tune keys rows with the accumulation setting it ran under), and put back after."""
+    seen = []
+
+    def settings_for_extra(extra, device, fp8):
+        if extra == "unreproducible":
+            raise ValueError("no setting here gives it")
+        return {"HIPBMM_TRITON_ACCUMULATION": extra}
+
+    from hipbmm_inductor.ops import registry
+
+    backend = registry.get_backend("fake_tune")
+    monkeypatch.setattr(backend, "settings_for_extra", settings_for_extra, raising=False)
+    original = backend.run
+    monkeypatch.setattr(backend, "run", lambda *a, **k: seen.append(envs.HIPBMM_TRITON_ACCUMULATION) or original(*a, **k))
+    path = _record_file(tuning_env, "fake_tune", ["fast", "promoted", "unreproducible"])
+    assert cli.main(["tune", "--from", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert seen == ["fast", "promoted"] and envs.HIPBMM_TRITON_ACCUMULATION == "promoted"
+    assert "skipping 4x32x64: tuning key 'unreproducible': no setting here gives it" in captured.err
+    assert captured.out.count(" tuned ") == 2
+
+
+def test_tune_from_says_when_every_shape_was_skipped(tuning_env, capsys):
+    path = _record_file(tuning_env, "reference", ["a-key-reference-cannot-give"])
+    assert cli.main(["tune", "--from", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to tune: every shape in" in err and "cannot say which settings give it" in err
 
 
 def test_tune_from_skips_a_shape_with_an_unknown_dtype(tuning_env, capsys):

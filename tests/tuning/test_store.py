@@ -255,3 +255,25 @@ def test_damaged_bytes_are_reported_but_a_replacement_character_is_not(tmp_path)
     assert not loaded.problems and [r.device_name for r in loaded.rows] == ["GPU \ufffd edition"]
     path.write_bytes(path.read_bytes().replace(b"GPU", b"GP\xff"))  # one damaged byte
     assert "bytes that are not UTF-8" in read_rows(str(path)).problems
+
+
+def test_a_line_that_is_not_utf8_goes_to_rejected_with_its_bytes_not_rewritten(tmp_path):
+    """A row whose device name an editor saved as Latin-1: not loaded with U+FFFD in place of the
+    byte (its key would change on the next write, for good), but kept, escaped, in .rejected; the
+    file's other rows are untouched."""
+    good, other = _row(n=32), _row(n=64, device_name="AMD Radeon PRO caf\u00e9")
+    s = Store(str(tmp_path))
+    s.upsert("cpu", [good, other], "x")
+    path = s.path("cpu")
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(raw.replace("caf\u00e9".encode(), b"caf\xe9"))
+    loaded = read_rows(path)
+    assert loaded.rows == [good] and "bytes that are not UTF-8" in loaded.problems
+    s.upsert("cpu", [_row(n=96)], "x")
+    assert {r.n for r in read_rows(path).rows} == {32, 96}
+    with open(path, "rb") as f:
+        assert b"\xef\xbf\xbd" not in f.read()  # no U+FFFD written in place of the byte
+    with open(path + ".rejected", encoding="utf-8") as f:
+        assert "caf\\xe9" in f.read()

@@ -304,10 +304,20 @@ def test_rows_a_running_process_measured_before_a_clear_are_not_written_back(tun
     report = Store(str(tuning_env)).clear("cpu", "x")  # `cache clear`, from another process
     assert report.dropped == 1
     assert os.path.exists(running.path("cpu") + ".lock")
-    assert running.upsert("cpu", [_row(n=128, measured_at=store_mod.now_utc())], "x")
+    import datetime
+
+    from hipbmm_inductor.tuning.rows import read_rows
+
+    cleared = read_rows(running.path("cpu")).cleared_at
+    later = (datetime.datetime.strptime(cleared, "%Y-%m-%dT%H:%M:%SZ") + datetime.timedelta(seconds=1))
+    # Stamps have one-second resolution: a row of the clear's own second may predate it, so it is
+    # dropped too; one of the next second is kept.
+    assert running.upsert("cpu", [_row(n=96, measured_at=cleared), _row(n=128, measured_at=later.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"))], "x")
     assert _ns(running.path("cpu")) == {128}  # the pending pre-clear row did not come back
     rejected = Path(running.path("cpu") + ".rejected").read_text()
     assert "measured before the cache was cleared" in rejected and row_line(_row(n=64)) in rejected
+    assert row_line(_row(n=96, measured_at=cleared)) in rejected
 
 
 @pytest.mark.usefixtures("fake_backend")
