@@ -27,6 +27,11 @@ class _Parser(argparse.ArgumentParser):
     reports this way.
     """
 
+    def __init__(self, *args, **kwargs):
+        # No abbreviated options: `tune --m 3` would silently mean --max-candidates 3.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 

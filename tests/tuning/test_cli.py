@@ -255,3 +255,10 @@ def test_tune_from_skips_a_shape_with_an_unknown_dtype(tuning_env, capsys):
     assert cli.main(["tune", "--from", str(path), "--backend", "reference"]) == 0
     captured = capsys.readouterr()
     assert "skipping 4x32x32" in captured.err and "float99" in captured.err
+
+
+def test_an_abbreviated_option_is_refused_not_guessed(capsys):
+    # `--m` is no option of tune; argparse would otherwise read it as --max-candidates.
+    with pytest.raises(SystemExit) as e:
+        cli.main(["tune", "--shapes", "4x32x32", "--m", "3"])
+    assert e.value.code == 2 and "unrecognized arguments: --m" in capsys.readouterr().err
