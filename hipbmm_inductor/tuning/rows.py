@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -128,9 +129,12 @@ class LoadResult:
     duplicates: list[tuple[str, Row]] = field(default_factory=list)  # (raw line dropped, the row kept)
     problems: list[str] = field(default_factory=list)  # one phrase per kind of damage
     cleared_at: str = ""  # the "# cleared_at=" mark of `cache clear`, if any
+    newer_format: str = ""  # the format number of a file a newer release wrote (not ours: not rewritten)
 
 
 _CLEARED = "# cleared_at="
+_FORMAT = re.compile(r"# hipbmm_inductor tuning cache, format (\d+)\b")
+_FORMAT_NUMBER = _FORMAT.match(FORMAT_LINE).group(1)
 
 
 def read_rows(path: str) -> LoadResult:
@@ -161,6 +165,12 @@ def read_rows(path: str) -> LoadResult:
     for ln in lines:
         if ln.startswith(_CLEARED):
             result.cleared_at = max(result.cleared_at, ln[len(_CLEARED):].strip())
+    found = _FORMAT.match(lines[0]) if lines else None
+    if found and found.group(1) != _FORMAT_NUMBER:
+        # Written by another release's format: its rows are read where the header allows, but the
+        # file is never rewritten in this format (Store refuses), which could drop what it added.
+        result.newer_format = found.group(1)
+        result.problems.append(f"format {found.group(1)} (this release reads and writes format {_FORMAT_NUMBER})")
     lines = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
     if lines and lines[0].strip() == HEADER:
         lines = lines[1:]

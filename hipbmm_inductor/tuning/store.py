@@ -121,6 +121,9 @@ class Store:
         with file_lock(real) as locked:
             loaded = read_rows(real)
             self._report(path, loaded)
+            if loaded.newer_format:
+                raise RuntimeError(f"{path} is in format {loaded.newer_format}, which this release does not write: "
+                                   f"left as it is (use a cache folder of its own for this release)")
             removed: list[tuple[str, str]] = [(line, "unreadable line") for line in loaded.bad_lines]
             removed += [(line, f"duplicate key: kept the row measured at {kept.measured_at}")
                         for line, kept in loaded.duplicates]

@@ -277,3 +277,24 @@ def test_a_line_that_is_not_utf8_goes_to_rejected_with_its_bytes_not_rewritten(t
         assert b"\xef\xbf\xbd" not in f.read()  # no U+FFFD written in place of the byte
     with open(path + ".rejected", encoding="utf-8") as f:
         assert "caf\\xe9" in f.read()
+
+
+def test_a_file_in_another_format_is_read_but_never_rewritten(tmp_path, caplog):
+    """A cache written by a release with format 2: its rows are read where the header allows, but
+    a write (which would render format 1 and could drop what format 2 added) is refused: the
+    process keeps its result in memory, and the file is left byte for byte."""
+    s = Store(str(tmp_path))
+    s.upsert("cpu", [_row(n=32)], "x")
+    path = s.path("cpu")
+    with open(path, "rb") as f:
+        raw = f.read().replace(b"format 1.", b"format 2.")
+    with open(path, "wb") as f:
+        f.write(raw)
+    loaded = read_rows(path)
+    assert [r.n for r in loaded.rows] == [32] and loaded.newer_format == "2"
+    assert any("format 2" in p for p in loaded.problems)
+    with caplog.at_level(logging.WARNING, logger="hipbmm_inductor"):
+        assert not s.upsert("cpu", [_row(n=64)], "x")  # memory only
+    with open(path, "rb") as f:
+        assert f.read() == raw
+    assert any("format 2" in r.getMessage() for r in caplog.records)
