@@ -10,6 +10,8 @@ class HipbmmInputError(ValueError):
 
     The message names the argument, the rule and the value seen. Fake (meta) and real
     execution raise this same type with the same text, because both run one validation routine.
+    Inside ``torch.compile`` the fake implementation raises it while Dynamo traces, and Dynamo
+    re-raises it as its own ``TorchRuntimeError`` carrying this message.
     """
 
 

@@ -93,7 +93,13 @@ def hipb_mm_fp8(
 
     Raises:
         HipbmmInputError: an argument breaks the contract; the message names it and the rule.
+            Inside ``torch.compile`` the same message arrives wrapped in Dynamo's
+            ``TorchRuntimeError`` (it is raised while tracing, by the fake implementation).
         BackendUnavailableError: the backend named by ``HIPBMM_BACKEND`` cannot run here.
+
+    NOTE: the check reads metadata only. A ``B`` with the right strides that was never shuffled
+    (``W.t()`` of a plain weight) cannot be told from a prepacked one and gives wrong results:
+    build ``B`` with :func:`hipbmm_inductor.prepack_weight`, or let the compiler pass do it.
 
     NOTE: a plain eager call on GPU tensors runs the op's kernel directly, with the same check;
     the dispatcher's way into a Python kernel costs about 2.5 us a call on the CI machine
@@ -112,6 +118,11 @@ def hipb_mm_fp8(
             and not _dispatch_modes() and not _function_modes() and not _profiling() and not _functorch()
             and _jit_tracing() is None):
         return _hipb_mm_fp8_impl(A, B, scale_a, scale_b, bias)
+    if not (isinstance(A, Tensor) and isinstance(B, Tensor) and isinstance(scale_a, Tensor)
+            and isinstance(scale_b, Tensor) and (bias is None or isinstance(bias, Tensor))
+            and isinstance(out_dtype, (torch.dtype, int))):  # an int: a ScalarType code, as the op takes it
+        # The dispatcher would refuse these with its schema error; the contract names the argument.
+        check_inputs(A, B, scale_a, scale_b, bias, out_dtype)
     # Defaults are left out: every argument the dispatcher converts costs host time (0.7 us for
     # the two defaults, benchmarks/results/cpu/op_overhead.json, op_all_args).
     if out_dtype is _BF16:

@@ -140,7 +140,7 @@ def check_inputs(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16) ->
     )
     _require(
         scale_a.stride(0) == 1,
-        lambda: f"scale_a: must be contiguous [M, 1] (stride 1 along M), got strides {tuple(scale_a.stride())}",
+        lambda: f"scale_a: must have unit stride along M ([M, 1] with stride(0) == 1), got strides {tuple(scale_a.stride())}",
     )
 
     if scale_b.dtype != torch.float32:
@@ -153,7 +153,7 @@ def check_inputs(A, B, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16) ->
         )
     if scale_b.stride(1) != 1:
         raise HipbmmInputError(
-            f"scale_b: must be contiguous [1, N] (stride 1 along N), got strides {tuple(scale_b.stride())}"
+            f"scale_b: must have unit stride along N ([1, N] with stride(1) == 1), got strides {tuple(scale_b.stride())}"
         )
 
     if bias is not None:

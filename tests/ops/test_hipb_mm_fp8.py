@@ -285,3 +285,20 @@ def test_direct_path_keeps_autograd_parity(direct_on_cpu):
         OP(case.A, B, case.scale_a, case.scale_b).requires_grad
     with torch.no_grad():
         assert not hi.hipb_mm_fp8(case.A, B, case.scale_a, case.scale_b).requires_grad
+
+
+@pytest.mark.parametrize("bad,arg", [(dict(A=[1.0]), "A"), (dict(scale_a=1.0), "scale_a"), (dict(bias=1.0), "bias"),
+                                     (dict(out_dtype=None), "out_dtype"), (dict(out_dtype="bfloat16"), "out_dtype")])
+def test_entry_names_a_non_tensor_argument(bad, arg):
+    # The dispatcher would answer with its schema error; the entry names the argument and the rule.
+    case = make_case(2, 32, 64)
+    args = dict(A=case.A, B=case.B, scale_a=case.scale_a, scale_b=case.scale_b, bias=None, out_dtype=torch.bfloat16)
+    args.update(bad)
+    with pytest.raises(hi.HipbmmInputError, match=rf"^{arg}: "):
+        hi.hipb_mm_fp8(**args)
+
+
+def test_entry_takes_a_scalar_type_code_as_the_op_does():
+    # 15 is bfloat16's ScalarType code, which the op's schema accepts (vLLM's graphs pass it so).
+    case = make_case(2, 32, 64)
+    assert torch.equal(hi.hipb_mm_fp8(*case.args[:4], None, 15), OP(*case.args[:4]))
