@@ -19,7 +19,7 @@ import json
 
 import torch
 
-from hipbmm_inductor import hardware
+from hipbmm_inductor import timing
 
 import hipbmm_inductor as hi
 from hipbmm_inductor.bench.inputs import make_sets
@@ -37,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
-    l2 = hardware.l2_bytes(dev)
+    l2 = timing.cache_bytes(dev)  # the last-level cache (MI300: the Infinity Cache)
     configs = [C.make_hopper_config(64, 32, 256, 6), C.make_hopper_config(64, 64, 256, 6),
                C.make_hopper_config(64, 128, 256, 3)]
     rows = []

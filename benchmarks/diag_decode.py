@@ -48,7 +48,7 @@ import json
 
 import torch
 
-from hipbmm_inductor import hardware
+from hipbmm_inductor import hardware, timing
 import triton
 import triton.language as tl
 
@@ -117,7 +117,7 @@ def main() -> None:
     args = p.parse_args()
     dev = torch.device("cuda")
     hi.set_backend("triton")
-    l2 = hardware.l2_bytes(dev)
+    l2 = timing.cache_bytes(dev)  # the last-level cache (MI300: the Infinity Cache)
     sms = hardware.sm_count(dev)
     if args.once:
         N, K = parse_shapes(args.shapes)[0]

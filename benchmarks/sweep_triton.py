@@ -27,9 +27,10 @@ import traceback
 import torch
 
 import hipbmm_inductor as hi
-from hipbmm_inductor import hardware
+from hipbmm_inductor import timing
 from hipbmm_inductor.bench.inputs import make_sets
-from hipbmm_inductor.bench.suites import parse_shapes
+from hipbmm_inductor.bench.suites import parse_ints, parse_shapes
+from hipbmm_inductor.cli.args import count, positive_int
 from hipbmm_inductor.timing import copy_bandwidth, time_graph, time_graphs
 from hipbmm_inductor.ops import triton_configs as C
 from hipbmm_inductor.ops import triton_fp8_gemm as T
@@ -165,7 +166,10 @@ def _extra_hopper(text: str) -> list[dict]:
     out = []
     for part in text.replace(" ", "").split(";"):
         if part:
-            bm, bn, bk, st = (int(x) for x in part.split(","))
+            try:
+                bm, bn, bk, st = (int(x) for x in part.split(","))
+            except ValueError:
+                raise ValueError(f"--extra-hopper: {part!r} is not BM,BN,BK,STAGES (four integers)") from None
             out.append(C.make_hopper_config(bm, bn, bk, st))
     return out
 
@@ -216,35 +220,43 @@ def main() -> None:
                         "'hopper': every sm_90 Gluon config, at any M; 'heuristic': the heuristic's config alone")
     p.add_argument("--extra-hopper", default="",
                    help="'BM,BN,BK,STAGES;...': sm_90 configs timed beside --space hopper's")
-    p.add_argument("--portable-for-n", type=int, default=0,
+    p.add_argument("--portable-for-n", type=count, default=0,
                    help="with --space hopper at M <= 64: also the portable kernel's configs (split-K up to 16) "
                         "for weights with N <= this")
-    p.add_argument("--top", type=int, default=8, help="configs kept per point, fastest first")
-    p.add_argument("--precompile", type=int, default=0,
+    p.add_argument("--top", type=positive_int, default=8, help="configs kept per point, fastest first")
+    p.add_argument("--precompile", type=count, default=0,
                    help="compile every (config, M) variant first in this many processes (shared Triton cache)")
     p.add_argument("--precompile-only", action="store_true", help="stop after --precompile")
     p.add_argument("--target-ms", type=float, default=2.0, help="with --interleave: milliseconds per timed replay")
-    p.add_argument("--repeats", type=int, default=9, help="with --interleave: replays per config (median)")
+    p.add_argument("--repeats", type=positive_int, default=9, help="with --interleave: replays per config (median)")
     p.add_argument("--block-m", default=None,
                    help="only configs with these BLOCK_M values, e.g. '64' (comma-separated)")
     p.add_argument("--interleave", action="store_true",
                    help="time all configs and the baseline taking turns (as bench does): for long, "
                         "power-limited GEMMs, where clocks drift between back-to-back timings")
     args = p.parse_args()
-    block_m = None if args.block_m is None else {int(b) for b in args.block_m.split(",")}
+    if args.precompile_only and not args.precompile:
+        p.error("--precompile-only needs --precompile N (the processes to compile in)")
+    if not args.target_ms > 0 or not args.budget_s > 0:
+        p.error("--target-ms and --budget-s must be > 0")
+    try:
+        block_m = None if args.block_m is None else set(parse_ints(args.block_m, "--block-m"))
+        ms = parse_ints(args.m, "--m")
+        shapes = parse_shapes(args.shapes)
+        _extra_hopper(args.extra_hopper)  # parsed here once, so that a bad value is one error, not one per point
+    except ValueError as e:
+        p.error(str(e))
     dev = torch.device("cuda")
     hi.set_backend("triton")
     fast = args.accumulation == "fast"  # like with like: the vendor's fast accumulation, or not
     hopper = T.hopper_path(dev, torch.float8_e4m3fn)
-    shapes = parse_shapes(args.shapes)
-    ms = [int(m) for m in args.m.split(",")]
     pre, failed = None, set()
     if args.precompile:
         plan = [(M, _space(args, M, N, K, fast, hopper, block_m)[0]) for M in ms for N, K in shapes]
         pre, failed = precompile(plan, fast, args.precompile)
         if args.precompile_only:
             return
-    l2 = hardware.l2_bytes(dev)
+    l2 = timing.cache_bytes(dev)  # the last-level cache (MI300: the Infinity Cache)
     bw = copy_bandwidth(dev)
     print(f"{torch.cuda.get_device_name()} copy {bw / 1e12:.2f} TB/s", flush=True)
     result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_TBps": bw / 1e12,
@@ -277,14 +289,7 @@ def _point(args, result, M, N, K, fast, hopper, block_m, failed, dev, l2, bw) ->
     base_call = lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a,  # noqa: E731
                                            sets[i].scale_b, out_dtype=torch.bfloat16, use_fast_accum=fast)
     ref = hi.ops.reference.reference_hipb_mm_fp8(sets[0].A, sets[0].B, sets[0].scale_a, sets[0].scale_b).float()
-    if args.space in ("sweep",):
-        heur = C.heuristic_config(M, N, K, fast)
-        space = candidates(M, N, K, not fast)
-        if block_m is not None:
-            space = [c for c in space if c["BLOCK_M"] in block_m]
-        space = space + ([heur] if heur not in space else [])
-    else:
-        space, heur = _space(args, M, N, K, fast, hopper, block_m)
+    space, heur = _space(args, M, N, K, fast, hopper, block_m)  # the one the precompile plan also uses
     rows = []
     for cfg in space:
         if _variant_key(cfg, M) in failed:

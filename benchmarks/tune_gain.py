@@ -151,7 +151,7 @@ def _hot_path_us(inputs, backend: str, extra_key: str) -> float:
 
 def phase_reuse(args) -> dict:
     import hipbmm_inductor as hi
-    from hipbmm_inductor import hardware, tuning
+    from hipbmm_inductor import timing, tuning
     from hipbmm_inductor.tuning.key import device_info, m_bucket
 
     device = _device()
@@ -165,14 +165,14 @@ def phase_reuse(args) -> dict:
             hi.hipb_mm_fp8(*_inputs(M, N, K, device, i, args.bias))
     reuse_counters = tuning.counters()
     results = []
-    l2 = hardware.l2_bytes(device) if device.type == "cuda" else 32 << 20
+    cache = timing.cache_bytes(device)  # the last-level cache: L2 on NVIDIA, the Infinity Cache on MI300
 
     for i, (M, N, K) in enumerate(shapes):
         row = tuned_rows.get((N, K, m_bucket(M)))
         if row is None:
             continue
         per_set = M * K + N * K + 2 * M * N
-        n_sets = max(2, min(32, math.ceil(3 * l2 / per_set)))
+        n_sets = timing.rotations(per_set, cache, cap=32)
         sets = [_inputs(M, N, K, device, 1000 * i + j, args.bias) for j in range(n_sets)]
 
         def call(j, sets=sets):

@@ -200,8 +200,8 @@ def add_listener(listener) -> None:
 
 def raw(name: str) -> object:
     """The setting as given, unparsed: the Python override, else the environment's value (bytes on
-    POSIX), else ``None``. For memo keys on hot paths (two dict reads: ``os.environ.get`` encodes the
-    name on every call, a microsecond); parse with ``envs.NAME``."""
+    POSIX), else ``None``. For memo keys on hot paths: two dict reads, where ``os.environ.get``
+    encodes the name on every call; parse with ``envs.NAME``."""
     value = _overrides.get(name, _MISSING)
     if value is not _MISSING:
         return value

@@ -135,8 +135,8 @@ def _auto_rewrites(device: torch.device, rows: list[BackendStatus]) -> str:
 
 def status(device: Optional[torch.device | str] = None) -> Status:
     """Report platform, the configured and chosen backend, and each backend's usability."""
-    # NOTE: importing the tuner costs as much again as the rest of the package (about 20 ms each,
-    # `python -X importtime`): the first status() loads it, not `import hipbmm_inductor`.
+    # NOTE: importing the tuner costs about as much as the rest of the package (`python -X importtime`
+    # shows it): the first status() loads it, not `import hipbmm_inductor`.
     from . import tuning
 
     device = torch.device(device) if device is not None else _default_device()

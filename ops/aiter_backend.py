@@ -9,7 +9,8 @@ with ``B`` the ``[K, N]`` strided view of the shuffled weight (never made contig
 that form, so this module only adds what hipBLASLt itself needs, and keeps hipBLASLt's contract
 as aiter's ``gradlib/csrc/hipbsolgemm.cu`` implements it:
 
-1. **Gating** (:meth:`AiterBackend.availability`): a ROCm build of PyTorch, an MI300/MI350 GPU
+1. **Gating** (:meth:`AiterBackend.availability`; the switches and the import in
+   :mod:`.aiter_gating`): a ROCm build of PyTorch, an MI300/MI350 GPU
    (gfx942/gfx950), ``aiter`` importable with ``hipb_mm``, and the user's switches: vLLM's three
    ``VLLM_ROCM_USE_AITER*`` flags when running under vLLM, ``HIPBMM_USE_AITER`` otherwise. Every
    failed check contributes its own reason.
@@ -56,10 +57,7 @@ tuning override, and computes the result with the reference math.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import logging
-import sys
 import threading
 from collections import Counter
 from typing import Optional
@@ -71,6 +69,7 @@ from hipbmm_inductor.tuning import rocm_online
 from hipbmm_inductor.tuning.key import library_versions
 
 from . import registry
+from .aiter_gating import aiter_installed, import_aiter, switch_reason
 from .aiter_solutions import HEURISTIC, ONLINE_TUNING_MAX_M, Solutions
 from .errors import BackendUnavailableError, HipbmmInputError
 from .registry import Availability, register_backend
@@ -93,19 +92,12 @@ _ARCH_NAMES = {"gfx942": "MI300", "gfx950": "MI350"}
 # algorithm for the problem; the text is stable across aiter releases that have bpreshuffle.
 NO_SOLUTION_MESSAGE = "found 0 valid solutions"
 
-_VLLM_FLAGS = ("VLLM_ROCM_USE_AITER", "VLLM_ROCM_USE_AITER_LINEAR", "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM")
-
 
 # --- platform queries ----------------------------------------------------------------------
 # Names of this module so that tests simulate an MI3xx GPU for this backend alone: patching
 # hardware's own functions would also reach the tuning keys and routing of every other module.
 _is_rocm_build = hardware.is_rocm
 _gpu_arch = hardware.arch
-
-
-def _under_vllm() -> bool:
-    """Whether this process runs vLLM: then vLLM's own aiter switches decide (docs/contract.md, "vLLM")."""
-    return sys.modules.get("vllm") is not None
 
 
 def _device_key(device: torch.device) -> tuple[str, int]:
@@ -117,44 +109,6 @@ def _device_key(device: torch.device) -> tuple[str, int]:
 def _on_device(device: torch.device):
     # hipb_create_extension binds the handle to the current device.
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def _switch_reason() -> Optional[str]:
-    """Why the user's switches keep aiter off (``None`` when they allow it)."""
-    if _under_vllm():
-        off = [name for name in _VLLM_FLAGS if not getattr(envs, name)]
-        if off:
-            return (
-                "running under vLLM, whose switches for its hipBLASLt linear path are off ("
-                + ", ".join(f"{name}=0" for name in off)
-                + "; vLLM's default for VLLM_ROCM_USE_AITER is 0)"
-            )
-        return None
-    if not envs.HIPBMM_USE_AITER:
-        return "HIPBMM_USE_AITER=0"
-    return None
-
-
-def _aiter_installed() -> bool:
-    if "aiter" in sys.modules:
-        return sys.modules["aiter"] is not None
-    try:
-        return importlib.util.find_spec("aiter") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _import_aiter():
-    """The ``aiter`` module, or the reason it cannot serve ``hipb_mm``."""
-    try:
-        aiter = importlib.import_module("aiter")
-    except Exception as e:  # a broken build raises more than ImportError (JIT, missing .so)
-        return None, f"aiter is not importable ({type(e).__name__}: {e})"
-    missing = [f for f in ("hipb_mm", "hipb_create_extension") if not callable(getattr(aiter, f, None))]
-    if missing:
-        version = getattr(aiter, "__version__", "unknown version")
-        return None, f"aiter ({version}) does not expose {', '.join(missing)}"
-    return aiter, None
 
 
 def _describe(shape_class) -> str:
@@ -279,17 +233,17 @@ class AiterBackend:
                 )
         aiter = None
         if rocm:
-            aiter, why = _import_aiter()
+            aiter, why = import_aiter()
             if why:
                 reasons.append(why)
-        elif not _aiter_installed():
+        elif not aiter_installed():
             # Off ROCm, importing a real aiter could JIT-compile or crash: only look whether it exists.
             reasons.append("aiter is not installed")
         if aiter is not None:
             bound = _EXTENSION.other_device(aiter, device)
             if bound is not None:
                 reasons.append(_other_device_reason(bound, device))
-        switch = _switch_reason()
+        switch = switch_reason()
         if switch:
             reasons.append(switch)
         if reasons:
@@ -370,7 +324,7 @@ class AiterBackend:
     def _plan(self, A, B, scale_a, scale_b, bias, out_dtype) -> tuple[_Plan, Optional[torch.Tensor], bool]:
         """``(plan, output or None, final)``: the output when the probe computed this call, and
         whether the plan holds for later calls (not when online tuning had to wait)."""
-        aiter, why = _import_aiter()
+        aiter, why = import_aiter()
         if aiter is None:
             raise BackendUnavailableError(f"the 'aiter' backend cannot run: {why}")
         if aiter is not self._aiter:  # a different aiter module (tests): forget what the old one said

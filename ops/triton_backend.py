@@ -44,6 +44,17 @@ _EXTRA_KEYS = {
 }
 
 
+def _parse_extra(extra) -> tuple[bool, bool]:
+    """``(fast, hopper)`` of one of this kernel version's tuning keys (``_EXTRA_KEYS``); ``ValueError``
+    naming what is wrong otherwise (settings_for_extra and config_error read keys through this)."""
+    parts = extra.split("/") if isinstance(extra, str) else []
+    if len(parts) != 3 or parts[1] not in ("promoted", "fast") or parts[2] not in ("gluon", "portable"):
+        raise ValueError(f"tuning key {extra!r} is not <kernel version>/promoted|fast/gluon|portable")
+    if parts[0] != KERNEL_VERSION:
+        raise ValueError(f"tuned for kernel {parts[0]!r}; this Triton backend runs {KERNEL_VERSION!r}")
+    return parts[1] == "fast", parts[2] == "gluon"
+
+
 # The current CUDA device's index (absent from CPU builds of torch, where it is never called).
 _cuda_get_device = getattr(torch._C, "_cuda_getDevice", None)
 
@@ -195,6 +206,9 @@ class TritonBackend:
         device = A.device
         key = (device, A.dtype, N, K, M, None if bias is None else bias.dtype, accumulation, t.mode, t.force)
         plan = self._plans.get(key)
+        if out is not None and plan is not None and not plan.out_checked:
+            check_out(out, A, B)  # a plan built by an eager call has not seen an `out` yet
+            plan.out_checked = True
         if device.index is not None and device.type == "cuda" and device.index != _cuda_get_device():
             # Triton compiles for, and launches on the stream of, the current device.
             with torch.cuda.device(device):
@@ -261,7 +275,7 @@ class TritonBackend:
             # this call runs on the portable kernel's heuristic and builds no plan, so that the
             # shape's aligned calls still get the Gluon plan.
             M, K = A.shape
-            return _into(out, launch(heuristic_config(M, B.shape[1], K, fast), A, B, scale_a, scale_b, bias,
+            return _into(out, launch(_heuristic(config_bucket(M), B.shape[1], K, fast), A, B, scale_a, scale_b, bias,
                                      out_dtype, fast_accum=fast))
         config, final = self._resolve(A, B, scale_a, scale_b, bias, out_dtype, fast)
         M, K = A.shape
@@ -287,6 +301,7 @@ class TritonBackend:
         else:
             plan = PortablePlan(config, prepare(config, M, N, K, A.dtype, bias is not None, A.device, fast), A.device)
             result = plan(A, B, scale_a, scale_b, bias, out)
+        plan.out_checked = out is not None  # checked at the top of this call
         if final:  # not a default handed out while online tuning had to wait (graph capture)
             evict_oldest(self._plans, PLAN_CACHE_SIZE)
             self._plans[key] = plan
@@ -296,11 +311,7 @@ class TritonBackend:
         """The settings under which a call of this backend on ``device`` keys its tuning row with
         ``extra`` (``{variable: value}``), so that ``tune --from`` can tune a shape the way it was
         recorded; ``ValueError`` naming the mismatch where no setting here would."""
-        parts = extra.split("/") if isinstance(extra, str) else []
-        if len(parts) != 3 or parts[1] not in ("promoted", "fast") or parts[2] not in ("gluon", "portable"):
-            raise ValueError(f"{extra!r} is not <kernel version>/promoted|fast/gluon|portable")
-        if parts[0] != KERNEL_VERSION:
-            raise ValueError(f"recorded for kernel {parts[0]!r}; this Triton backend runs {KERNEL_VERSION!r}")
+        fast, gluon = _parse_extra(extra)
         device = torch.device(device)
         gluon_here = False
         if device.type == "cuda" and not envs.TRITON_INTERPRET and fp8 is not None:
@@ -308,10 +319,10 @@ class TritonBackend:
 
             index = device.index if device.index is not None else torch.cuda.current_device()
             gluon_here = hopper_path(torch.device("cuda", index), fp8)
-        here = "gluon" if gluon_here else "portable"
-        if parts[2] != here:
-            raise ValueError(f"recorded on the {parts[2]} kernel; the {here} kernel runs this shape here")
-        return {"HIPBMM_TRITON_ACCUMULATION": parts[1]}
+        if gluon != gluon_here:
+            raise ValueError(f"recorded on the {'gluon' if gluon else 'portable'} kernel; the "
+                             f"{'gluon' if gluon_here else 'portable'} kernel runs this shape here")
+        return {"HIPBMM_TRITON_ACCUMULATION": "fast" if fast else "promoted"}
 
     def config_error(self, config: dict, n: int, k: int, extra: str):
         """Why a cached or imported ``config`` cannot serve an ``[*, K] x [K, N]`` GEMM under the
@@ -321,12 +332,10 @@ class TritonBackend:
         would launch for ``(N, K)`` in ``extra``'s accumulation mode and kernel (portable or the
         sm_90 Gluon one). The launchers' own rules are checked first, to name the broken one.
         """
-        parts = extra.split("/") if isinstance(extra, str) else []
-        if len(parts) != 3 or parts[1] not in ("promoted", "fast") or parts[2] not in ("gluon", "portable"):
-            return f"tuning key {extra!r} is not <kernel version>/promoted|fast/gluon|portable"
-        if parts[0] != KERNEL_VERSION:
-            return f"tuned for kernel {parts[0]!r}; this Triton backend runs {KERNEL_VERSION!r}"
-        fast, hopper = parts[1] == "fast", parts[2] == "gluon"
+        try:
+            fast, hopper = _parse_extra(extra)
+        except ValueError as e:
+            return str(e)
         if not isinstance(config, dict):
             return f"a triton config is a JSON object, got {type(config).__name__}"
         unknown = sorted(str(key) for key in config if key not in CONFIG_KEYS)

@@ -70,7 +70,8 @@ def _mask(*ptrs: int) -> int:
 class _Plan:
     """What both kernels' plans share: the relaunchers per alignment mask and the fallback counts."""
 
-    __slots__ = ("config", "prepared", "fast", "_masked", "_device", "_shape", "through_triton", "_index", "_grid")
+    __slots__ = ("config", "prepared", "fast", "_masked", "_device", "_shape", "through_triton", "_index", "_grid",
+                 "out_checked")
 
     def __init__(self, config: dict, prepared, device: torch.device) -> None:
         self.config = config
@@ -86,6 +87,9 @@ class _Plan:
         self._index = device.index if device.index is not None else 0
         self._grid = prepared.grid
         self.through_triton: Counter = Counter()  # why calls went through Triton's binder
+        # Whether a caller's `out` was checked against this plan's shape (once: a compiled graph
+        # passes buffers of the one layout it allocates; validate.check_out).
+        self.out_checked = False
 
     def _relauncher(self, aligned: bool, mask: int):
         fast = self.fast if aligned else self._masked.get(mask)

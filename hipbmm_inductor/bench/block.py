@@ -189,7 +189,7 @@ def run_block_bench(model: str = "llama3-8b", tokens=DEFAULT_TOKENS, modes=MODES
                     w_dev = statistics.median(queued[True]) if cycles is not None else None
                     wo_dev = statistics.median(queued[False]) if cycles is not None else None
                     (_, n, w_out, w_skips), (_, _, wo_out, wo_skips) = compiled[True], compiled[False]
-                    be = registry.get_backend(backend)
+                    be = registry.backend_for(dev)  # the one `auto` chose, too
                     launches = None
                     if hasattr(be, "launch_stats"):  # this record's calls only, not the process's
                         now = be.launch_stats()

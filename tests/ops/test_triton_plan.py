@@ -34,6 +34,7 @@ class _Recorder:
         self.config, self.prepared = config, prepared
         _Recorder.built.append(self)
         self.calls = 0
+        self.out_checked = False
 
     def __call__(self, A, B, scale_a, scale_b, bias, out=None):
         self.calls += 1
@@ -111,6 +112,22 @@ def test_provisional_answers_are_not_cached(recorded, monkeypatch):
     be.run(*_args(5))
     assert [p.config["BLOCK_N"] for p in _Recorder.built] == [32, 64]
     assert _Recorder.built[1].calls == 2
+
+
+def test_an_out_is_checked_on_a_plan_an_eager_call_built(recorded):
+    """The compiled-graph entry's buffer is checked the first time a plan meets one, also when an
+    eager call (no `out`) built the plan: a wrong buffer is refused, never written as [M, N] bf16."""
+    from hipbmm_inductor import HipbmmInputError
+
+    be = recorded
+    A, B, sa, sb, bias, dt = _args(5)
+    be.run(A, B, sa, sb, bias, dt)  # builds the plan, no out
+    with pytest.raises(HipbmmInputError, match="^out: "):
+        be.run(A, B, sa, sb, bias, dt, torch.empty(5, 32, dtype=torch.bfloat16))  # [M, N / 2]
+    with pytest.raises(HipbmmInputError, match="^out: "):
+        be.run(A, B, sa, sb, bias, dt, torch.empty(5, 64, dtype=torch.float32))
+    good = torch.empty(5, 64, dtype=torch.bfloat16)
+    assert be.run(A, B, sa, sb, bias, dt, good) is good and _Recorder.built[0].out is good
 
 
 def test_plan_cache_is_bounded(recorded, monkeypatch):

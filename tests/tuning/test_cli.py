@@ -195,7 +195,7 @@ def _record_file(tuning_env, backend: str, extras: list[str]):
 
 
 @pytest.mark.parametrize("extra,why", [
-    ("preshuffled-v0/promoted/portable", "recorded for kernel 'preshuffled-v0'"),
+    ("preshuffled-v0/promoted/portable", "tuned for kernel 'preshuffled-v0'"),
     ("{v}/promoted/gluon", "recorded on the gluon kernel; the portable kernel runs this shape here"),
     ("{v}/sideways/portable", "is not <kernel version>/promoted|fast/gluon|portable"),
 ])
