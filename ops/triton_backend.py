@@ -25,14 +25,16 @@ from hipbmm_inductor import envs, hardware, tuning
 
 from .registry import Availability, register_backend
 from .validate import check_out
-from .triton_configs import CONFIG_KEYS, config_bucket, config_space, heuristic_config
+from .triton_configs import CONFIG_KEYS, TWO_PART_WIDTHS, config_bucket, config_space, heuristic_config
 
 __all__ = ["TritonBackend", "KERNEL_VERSION"]
 
 # Part of the tuning key: bump when the kernel changes so that cached configs are re-tuned.
 # v3: accumulation modes, A via TMA, the Gluon sm_90 kernel; v4: the Gluon kernel reads A in
-# 8-row boxes below BLOCK_M and joins the M <= 16 space (split-K configs tuned at v3 lost to it).
-KERNEL_VERSION = "preshuffled-v4"
+# 8-row boxes below BLOCK_M and joins the M <= 16 space (split-K configs tuned at v3 lost to it);
+# v5: two-part tile widths (48, 80, 96, 160) join the space, and its BLOCK_K 128 tiles run one
+# 128-product chain per stage (faster and as exact as cuBLASLt: v4's timings of them are stale).
+KERNEL_VERSION = "preshuffled-v5"
 
 
 # The accumulation mode changes numerics and the best config, and whether the sm_90 Gluon kernel
@@ -143,11 +145,11 @@ class TritonBackend:
         from Python (no graphs), only where one Gluon launch serves the shape. The evidence
         (``docs/results.md`` names the files):
 
-        - GPU time: x1.23-2.90 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
-          Mistral and DeepSeek in three runs (``h200/suite_h200_run1.json``, ``h200/suite_h200_run2.json``,
-          ``h200/suite_h200_run3.json``), a margin wide enough for
+        - GPU time: x1.23-2.95 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
+          Mistral and DeepSeek in three runs (``h200/suite_split_run1.json``, ``h200/suite_split_run2.json``,
+          ``h200/suite_split_run3.json``), a margin wide enough for
           shapes the suites lack; at M = 128-256 one weight in the sweep stays below x0.95 under
-          its best config (10240 x 8192 at M = 128, ``h200/sweep_hopper.json``), too close to
+          its best config (10240 x 8192 at M = 128, ``h200/sweep_split.json``), too close to
           call for an unmeasured shape;
         - host time: in a compiled graph the call is the launch plan's own, into Inductor's
           buffer (``lowering/extern_call.py``): the Llama-3-8B block with its linears rewritten
@@ -357,8 +359,10 @@ class TritonBackend:
                     f"BLOCK_N % 16 == 0 and K % (BLOCK_K * SPLIT_K) == 0 (K={k})")
         if config["HOPPER"] and (bk < 1 or k % bk):
             return f"BLOCK_K={bk}: the Gluon kernel needs K % BLOCK_K == 0 (K={k})"
-        if bm < 1 or bm & (bm - 1) or bn & (bn - 1) or bk & (bk - 1):
-            return f"BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}: block sizes must be powers of two"
+        two_part = config["HOPPER"] and bn in TWO_PART_WIDTHS
+        if bm < 1 or bm & (bm - 1) or (bn & (bn - 1) and not two_part) or bk & (bk - 1):
+            return (f"BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}: block sizes must be powers of two "
+                    f"(the sm_90 kernel also takes BLOCK_N in {TWO_PART_WIDTHS})")
         # The whole space for (N, K) in this mode, over every M bucket (m_bucket caps at 4096),
         # with the heuristics: built once per (N, K, mode) on this backend object.
         spaces = self.__dict__.setdefault("_config_spaces", {})

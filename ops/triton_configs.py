@@ -19,7 +19,7 @@ import torch
 from hipbmm_inductor import hardware
 from hipbmm_inductor.tuning.key import m_bucket as _key_bucket
 
-__all__ = ["CONFIG_KEYS", "HOPPER_SMEM_BYTES", "HOPPER_CHIPS", "config_space", "fits", "heuristic_config", "hopper_chip",
+__all__ = ["CONFIG_KEYS", "HOPPER_SMEM_BYTES", "HOPPER_CHIPS", "TWO_PART_WIDTHS", "config_space", "fits", "heuristic_config", "hopper_chip",
            "hopper_configs", "hopper_smem_bytes", "config_bucket", "make_config", "make_hopper_config"]
 
 CONFIG_KEYS = (
@@ -75,15 +75,20 @@ def make_hopper_config(bm, bn, bk, stages) -> dict:
     return make_config(bm, bn, bk, 4, stages, a_tma=1, hopper=1)
 
 
-# Hopper gives a CTA 227 KB of shared memory. The Gluon kernel holds its operand ring, one bf16
-# output staging tile per consumer (64 x min(BLOCK_N, 128), for the TMA store) and ~2 KB of
-# barriers and layout-conversion scratch.
+# The two-part tile widths of the sm_90 kernel (triton_fp8_hopper.n_tail): both parts' chains fit
+# the consumer's 232 registers (two fresh sums beside the two accumulators) without spilling, 160
+# only with BLOCK_K 128; 192 = 128 + 64 spills (tests/ops/test_triton_hopper.py compiles each).
+TWO_PART_WIDTHS = (48, 80, 96, 160)
+
+# Hopper gives a CTA 227 KB of shared memory. The Gluon kernel holds its operand ring, bf16
+# output staging tiles for the TMA store (64 rows x BLOCK_N per consumer; a 256-wide tile reuses
+# one of 128 columns for its two halves) and ~2 KB of barriers and layout-conversion scratch.
 HOPPER_SMEM_BYTES = 225 * 1024
 
 
 def hopper_smem_bytes(cfg: dict) -> int:
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    return cfg["num_stages"] * (bm + bn) * cfg["BLOCK_K"] + bm * min(bn, 128) * 2
+    return cfg["num_stages"] * (bm + bn) * cfg["BLOCK_K"] + bm * (128 if bn == 256 else bn) * 2
 
 
 def fits(cfg: dict, N: int, K: int) -> bool:
@@ -139,13 +144,21 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
 def hopper_configs() -> list[dict]:
     """Every config the sm_90 Gluon kernel takes (``triton_fp8_hopper.check_config``), 2 to 4 stages
     (6 for the 64-row tiles at most 64 wide, 8 for the 32-wide ones, which won at some H200 decode
-    points: ``benchmarks/results/h200/sweep_hopper.json``)."""
-    return [make_hopper_config(bm, bn, bk, stages)
+    points: ``benchmarks/results/h200/sweep_hopper.json``), and the two-part tile widths between
+    the powers of two (48, 80, 96, 160: ``triton_fp8_hopper.n_tail``), 3 to 6 stages, which let a
+    weight's tiles fill the SMs' last wave."""
+    pow2 = [make_hopper_config(bm, bn, bk, stages)
             for bm in (64, 128)
             for bn in ((32, 64, 128) if bm == 64 else (64, 128, 256))
             for bk in ((128, 256) if bn <= 128 else (128,))
             # Narrow tiles are for weight streams at decode: deep rings keep their bytes in flight.
             for stages in ((4, 6, 8) if bn == 32 else (3, 4, 6) if bm == 64 and bn == 64 else (2, 3, 4))]
+    split = [make_hopper_config(bm, bn, bk, stages)
+             for bm in (64, 128)
+             for bn in (TWO_PART_WIDTHS if bm == 64 else TWO_PART_WIDTHS[1:])
+             for bk in ((128,) if bn == 160 else (128, 256))
+             for stages in ((4, 6) if bm == 64 and bn <= 96 else (3, 4))]
+    return pow2 + [c for c in split if hopper_smem_bytes(c) <= HOPPER_SMEM_BYTES]
 
 
 def heuristic_config(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool = False,
@@ -295,17 +308,68 @@ def _wider_unless_emptier(M: int, N: int, wide: tuple, narrow: tuple) -> tuple:
     return wide if _wave_fill(M, N, *wide) >= _wave_fill(M, N, *narrow) - 0.01 else narrow
 
 
+# How fast a full wave of each (BLOCK_M, BLOCK_N) tile of the sm_90 kernel runs on the H200,
+# relative to the best tile, per M bucket (up to 128, 256, and 512 and over): fitted to every
+# point of benchmarks/results/h200/sweep_split.json (every Gluon config, two-part tiles included,
+# at 18 weights of N >= 2048, timed in turns with cuBLASLt) as time = work / (last-wave fill x
+# efficiency). Picking the tile that maximises fill x efficiency lands within 0.4% of the fastest
+# tile measured on average there, 3.5% at worst. From M = 512 no 128 x 256 tile: in the sweep it
+# was never more than 3% ahead, but it ran x0.90-0.94 of cuBLASLt at 8192 x 28672 and 57344 x
+# 8192, M = 1024, in two suite runs (h200/suite_wide1024_run1.json, _run2.json).
+_H200_TILE_EFFICIENCY = {
+    128: {(128, 256): 1.0, (128, 128): 0.90, (128, 160): 0.78, (128, 96): 0.71, (64, 128): 0.64, (128, 80): 0.63,
+          (128, 64): 0.63, (64, 96): 0.54, (64, 160): 0.53, (64, 64): 0.50, (64, 80): 0.49, (64, 48): 0.37,
+          (64, 32): 0.34},
+    256: {(128, 256): 1.0, (128, 128): 0.88, (128, 160): 0.75, (128, 96): 0.73, (128, 64): 0.68, (64, 128): 0.67,
+          (128, 80): 0.66, (64, 96): 0.58, (64, 160): 0.53, (64, 64): 0.52, (64, 80): 0.52, (64, 48): 0.38,
+          (64, 32): 0.35},
+    1024: {(128, 128): 1.0, (128, 96): 0.84, (128, 160): 0.80, (64, 128): 0.77, (128, 80): 0.76, (128, 64): 0.74,
+           (64, 96): 0.65, (64, 64): 0.59, (64, 160): 0.59, (64, 80): 0.58, (64, 48): 0.41, (64, 32): 0.38},
+}
+# BLOCK_K 128 tiles other than 256-wide ones ran two 64-product chains per stage in that sweep;
+# one 128-product chain (the shipped kernel) is 5-20% faster. Re-timed at M = 256 and 512 only
+# (h200/sweep_split_bk128.json): there 128 x 160 ran at 0.92 of a full wave of 128 x 128 (x1.12
+# of cuBLASLt at 10240 x 8192, M = 512, against x1.02). From M = 1024 it keeps the older figure.
+_H200_TILE_EFFICIENCY[512] = {**_H200_TILE_EFFICIENCY[1024], (128, 160): 0.92}
+
+# The ring depth per tile on the H200: in the same sweep, at every M bucket, the deepest ring of
+# BLOCK_K 256 that fits was within 1% of the best (bk, stages) of its tile on average; 160- and
+# 256-wide tiles take BLOCK_K 128 (triton_fp8_hopper.check_config). 64 x 64 tiles from M = 512: 4.
+_H200_STAGES = {(64, 32): 6, (64, 48): 6, (64, 64): 6, (64, 80): 4, (64, 96): 4, (64, 128): 4, (64, 160): 4,
+                (128, 64): 4, (128, 80): 3, (128, 96): 3, (128, 128): 3, (128, 160): 4, (128, 256): 4}
+
+
+def _h200_tile(b: int, N: int, K: int, bm: int, bn: int) -> dict:
+    bk = 128 if bn in (160, 256) or K % 256 else 256
+    return make_hopper_config(bm, bn, bk, 4 if (bm, bn) == (64, 64) and b >= 512 else _H200_STAGES[bm, bn])
+
+
+def _fastest_tile(b: int, N: int) -> tuple:
+    """The tile that maximises last-wave fill x efficiency (:data:`_H200_TILE_EFFICIENCY`) at M
+    bucket ``b``; two-part tiles only up to M = 1024, where they were measured."""
+    table = _H200_TILE_EFFICIENCY[128 if b <= 128 else 256 if b <= 256 else 512 if b <= 512 else 1024]
+    tiles = [t for t in table if t[1] <= N and (b <= 1024 or t[1] & (t[1] - 1) == 0)]
+    # max() keeps the first of equal scores: the table's order, most efficient first.
+    return max(tiles, key=lambda t: _wave_fill(b, N, *t) * table[t])
+
+
 def _hopper_h200(b: int, N: int, K: int) -> dict:
     """The sm_90 Gluon kernel's config on the H200 (M bucket ``b``), read off
-    ``benchmarks/results/h200/sweep_hopper.json`` (every Gluon config, 8 to 40 per point,
-    timed in turns with cuBLASLt at 19 weights and M = 1 to 4096).
+    ``benchmarks/results/h200/sweep_hopper.json`` (every power-of-two Gluon config, 8 to 40 per
+    point, timed in turns with cuBLASLt at 19 weights and M = 1 to 4096) and
+    ``benchmarks/results/h200/sweep_split.json`` (the same with the two-part tiles, M = 1 to 1024).
 
     The H200 streams a weight ~1.4x faster than the H100 with the same 132 SMs and tensor cores,
-    so a tile's fixed costs and an idle last wave weigh more: what decides between two tile
-    widths is mostly how full the last wave of tiles is (:func:`_wave_fill`), e.g. at M <= 64
-    64 x 128 tiles for 10240 and 28672 columns but 64 x 64 for 24576, 37888 and 57344, and from
-    M = 512 128 x 128 tiles for 28672 and 37888 (H100: 128 x 256). Deeper rings pay more on the
-    faster memory: 6 stages for 64 x 64 tiles at decode (up to 9% at 5120 x 25600).
+    so a tile's fixed costs and an idle last wave weigh more: what decides between tile widths is
+    mostly how full the last wave of tiles is (:func:`_wave_fill`). At M <= 64, a weight stream:
+    64 x 128 tiles for 10240 and 28672 columns but 64 x 64 for 24576, 37888 and 57344 (H100
+    rules otherwise), and a two-part tile (64 x 80 or 64 x 96) where its last wave is fuller by
+    8 points or more (10240 and 37888 columns: 2-5% faster; at 28672, 6 points fuller, it won at
+    M = 1 and 64 and lost at 16 and 32). From M = 128, the tile with the
+    best fill x efficiency (:func:`_fastest_tile`): e.g. 128 x 160 for 10240 columns at M = 256
+    (x1.12 of cuBLASLt against x0.99 for 128 x 256), 64 x 80 for 5120 columns at M = 128, 128 x 160
+    for 5120 and 4608 columns at M = 512 (x1.14-1.24 against x1.00-1.03). Deeper rings pay more
+    on the faster memory: 6 stages for 64 x 64 tiles at decode (up to 9% at 5120 x 25600).
     A 128-column weight (a MoE router) is four 32-wide tiles: the portable kernel's split-K,
     32 programs, streams it in 4.5-5.0 us against 6.0-7.5 us for the Gluon kernel at M <= 64.
     """
@@ -320,42 +384,19 @@ def _hopper_h200(b: int, N: int, K: int) -> dict:
             # Fewer than 132 tiles of 64 columns: 32-wide tiles, 6 deep, as on the H100.
             return make_hopper_config(64, 32, bk, 6)
         bm, bn = _wider_unless_emptier(b, N, (64, 128), (64, 64))
+        two_part = max((80, 96), key=lambda w: _wave_fill(b, N, 64, w))
+        if _wave_fill(b, N, 64, two_part) >= _wave_fill(b, N, 64, bn) + 0.08:
+            return make_hopper_config(64, two_part, bk, 4)
         if bn == 128:
             return make_hopper_config(64, 128, bk, 4)
-        # 4 stages once A fills the 64-row tile, except over long K loops (K >= 14336).
-        return make_hopper_config(64, 64, bk, 6 if b <= 32 or K >= 14336 else 4)
-    if b <= 128:
-        if N < 512:
-            return make_hopper_config(64, 32, bk, 4)
-        if N <= 4096:
-            bm, bn = _wider_unless_emptier(b, N, (64, 64), (64, 32))
-            return make_hopper_config(64, bn, bk, 6)
-        if N <= 8192:
-            return make_hopper_config(64, 128, bk, 4)
-        if N <= 16384:
-            return make_hopper_config(128, 128, bk, 3)
-        if _wave_fill(b, N, 128, 256) >= 0.8:
-            return make_hopper_config(128, 256, 128, 3)
-        return make_hopper_config(64, 128, bk, 4)
-    if b <= 256:
-        if N < 512:
-            return make_hopper_config(64, 32, bk, 6)
-        if N <= 4096:
-            bm, bn = _wider_unless_emptier(b, N, (128, 64), (64, 64))
-            return make_hopper_config(bm, 64, bk, 4)
-        bm, bn = _wider_unless_emptier(b, N, (128, 256), (128, 128))
-        return make_hopper_config(128, 256, 128, 4) if bn == 256 else make_hopper_config(128, 128, bk, 3)
+        # 4 stages once A fills the 64-row tile, except over long K loops (K >= 14336); 4 over
+        # loops of at most 8 stages (K <= 2048: 24576 x 1536 2-4% faster, h200/sweep_split*.json).
+        return make_hopper_config(64, 64, bk, 6 if K > 2048 and (b <= 32 or K >= 14336) else 4)
     if N < 512:
+        if b <= 128:
+            return make_hopper_config(64, 32, bk, 4)
         return make_hopper_config(64, 32, bk, 6) if b <= 1024 else make_hopper_config(128, 64, bk, 4)
-    if _wave_fill(b, N, 128, 128) < 0.6 and -(-b // 128) * -(-N // 128) < 2 * _SMS:
-        # A weight no 128-wide tile divides well (N = 2064: 17 column tiles) in one or two waves.
-        return make_hopper_config(128, 64, bk, 4)
-    # From M = 512 no 128 x 256 tile: 128 x 128 x 256 was within 2% of the best config at every
-    # such point of the sweep, and 128 x 256 x 128 (the H100's rule past N = 16384) ran x0.90-0.92
-    # of cuBLASLt at 8192 x 28672 and x0.94 at 57344 x 8192, M = 1024, in both suite runs made
-    # under an earlier form of this rule that kept it wherever its last wave was as full
-    # (h200/suite_wide1024_run1.json, h200/suite_wide1024_run2.json).
-    return make_hopper_config(128, 128, bk, 3)
+    return _h200_tile(b, N, K, *_fastest_tile(b, N))
 
 
 def _shrink_to(cfg: dict, N: int, K: int) -> dict:

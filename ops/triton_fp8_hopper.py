@@ -2,9 +2,9 @@
 preshuffled weight with no register permute.
 
 What it computes: the same as :mod:`.triton_fp8_gemm` (the op's contract), adding the tensor
-cores' partial sums into an fp32 accumulator every ``BLOCK_K / 2`` products for tiles up to 128
-wide (64 or 128) and every ``BLOCK_K`` (128) for 256-wide tiles, so its error sits at the bf16
-rounding floor like ``torch._scaled_mm(use_fast_accum=False)``.
+cores' partial sums into an fp32 accumulator every 128 products, so its error sits at the bf16
+rounding floor like ``torch._scaled_mm(use_fast_accum=False)`` (``benchmarks/results/h200/
+diag_promotion.json``: on values that cancel, as close to float64 as cuBLASLt's promoted sums).
 
 Why a second kernel. Two costs keep the portable kernel well behind cuBLASLt above M = 64 with
 promotion on (docs/triton.md; ``benchmarks/results/h100/sweep_promoted_portable.json``):
@@ -22,9 +22,10 @@ promotion on (docs/triton.md; ``benchmarks/results/h100/sweep_promoted_portable.
    (a wait) and a pass of adds; in one instruction stream the tensor cores idle meanwhile.
    Here the work is warp-specialised: a producer partition (4 warps on 40 registers, one
    thread of which issues the copies) fills a ``STAGES``-deep ring of TMA copies (``ready`` /
-   ``empty`` mbarriers), and each of one or two consumer warpgroups owns 64 rows of the tile. A consumer issues two 128-product chains per stage into fresh sums, adds the
-   first while the second runs, and releases the stage; the two consumers drift out of phase,
-   so one's adds overlap the other's tensor-core work.
+   ``empty`` mbarriers), and each of one or two consumer warpgroups owns 64 rows of the tile.
+   A consumer issues 128-product chains into fresh sums (two per stage with ``BLOCK_K`` 256, the
+   first added while the second runs), and releases the stage; the two consumers drift out of
+   phase, so one's adds overlap the other's tensor-core work.
 3. The tile's fixed costs. With a program per tile, every wave of SMs would fill its ring and
    store its output at the same moment, tensor cores idle (a quarter of a 128 x 256 x 4096
    tile's time; ``benchmarks/results/h100/sweep_hopper_wide.json``). So the kernel is
@@ -37,6 +38,11 @@ promotion on (docs/triton.md; ``benchmarks/results/h100/sweep_promoted_portable.
 4. Decode. A TMA box row past M reads nothing but still costs the copy engine time, so below
    ``BLOCK_M`` A and the output move in 8-row boxes up to M (:func:`a_boxes`); with them this
    kernel is the fastest decode path on sm_90 as well (``benchmarks/results/h100/sweep_hopper_decode.json``).
+
+5. Tile widths between the powers of two. A tile of 80, 96 or 160 columns is two parts (64 +
+   16, 64 + 32, 128 + 32: :func:`n_tail`), each with its own weight box, accumulator and output
+   box, so that a weight's tiles can fill the SMs' last wave (10240 columns at M = 256: 128
+   tiles of 128 x 160 on 132 SMs, against 80 of 128 x 256; docs/triton.md, "Two-part tiles").
 
 Limits (checked by the caller, :func:`.triton_fp8_gemm.launch`): sm_90 only (``wgmma`` does not exist elsewhere),
 ``float8_e4m3fn`` (Hopper's fp8 tensor cores; ``fnuz`` is widened by the portable kernel),
@@ -61,9 +67,10 @@ from triton.runtime.jit import constexpr_function
 
 from hipbmm_inductor import hardware
 
-from .triton_configs import HOPPER_SMEM_BYTES, hopper_smem_bytes
+from .triton_configs import HOPPER_SMEM_BYTES, TWO_PART_WIDTHS, hopper_smem_bytes
 
-__all__ = ["launch", "prepare", "run_prepared", "Prepared", "ARG_NAMES", "check_config", "a_boxes", "c_boxes"]
+__all__ = ["launch", "prepare", "run_prepared", "Prepared", "ARG_NAMES", "check_config", "n_tail",
+           "a_boxes", "c_boxes"]
 
 @constexpr_function
 def _w_tile_layout(block_n, block_k):
@@ -109,15 +116,17 @@ def _tile_offsets(tile, M, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROU
 
 
 @gluon.jit
-def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-              GROUP_M: gl.constexpr, N_PARTS: gl.constexpr, A_BOX: gl.constexpr, A_BOXES: gl.constexpr):
+def _producer(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, N_TAIL: gl.constexpr, BLOCK_K: gl.constexpr,
+              STAGES: gl.constexpr, GROUP_M: gl.constexpr, N_PARTS: gl.constexpr, A_BOX: gl.constexpr,
+              A_BOXES: gl.constexpr):
     # A_BOXES boxes of A_BOX rows per 128-byte K chunk of A: one of BLOCK_M rows, or, when M is
     # smaller, boxes of 8 or 16 rows up to M (a_boxes). Tile rows past them are never written and feed
     # only output rows that are not stored.
     nbytes: gl.constexpr = (A_BOX * A_BOXES + BLOCK_N) * BLOCK_K
     A_CHUNKS: gl.constexpr = BLOCK_K // 128
-    GROUPS: gl.constexpr = BLOCK_N // N_PARTS // 16  # 16-row groups per W box
+    HEAD: gl.constexpr = BLOCK_N - N_TAIL  # W rows in w_desc's boxes; the last N_TAIL in w2_desc's
+    GROUPS: gl.constexpr = HEAD // N_PARTS // 16  # 16-row groups per W box
     num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
     it = 0  # stages filled so far, over all of this program's tiles: the ring's position
     for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
@@ -135,6 +144,8 @@ def _producer(a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
             for h in gl.static_range(N_PARTS):
                 _tma_load(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
                           w_smem.index(s * N_PARTS + h))
+            if N_TAIL > 0:
+                _tma_load(w2_desc, [(off_n + HEAD) // 16, i * BLOCK_K * 16], ready.index(s), w2_smem.index(s))
             it += 1
 
 
@@ -161,10 +172,12 @@ def _a_tile(a_smem, s, k0: gl.constexpr, width: gl.constexpr, PART: gl.constexpr
 
 
 @gluon.jit
-def _store(acc, sa, sb, bias, c_desc, c_buf, off_m, off_n, HAS_BIAS: gl.constexpr, C_BOXES: gl.constexpr):
+def _store(acc, sa, sb, bias, c_desc, c_buf, off_m, off_n, HAS_BIAS: gl.constexpr, C_BOXES: gl.constexpr,
+           KEEP: gl.constexpr = 0):
     """The epilogue: scale, add the bias, round, and hand the tile to the copy engine through
     ``c_buf`` (TMA clips rows and columns past the edges). The consumer goes on to its next
-    tile while the copy drains; it waits only before reusing ``c_buf``."""
+    tile while the copy drains; it waits only before reusing ``c_buf``: for all of its stores,
+    or, with two staging buffers in turn, all but the ``KEEP`` issued from the other since."""
     layout: gl.constexpr = acc.type.layout
     # The scales and bias, loaded when the tile started, move into the accumulator's layout
     # through shared memory (a few hundred cycles, not a round trip to memory).
@@ -174,7 +187,7 @@ def _store(acc, sa, sb, bias, c_desc, c_buf, off_m, off_n, HAS_BIAS: gl.constexp
     out = acc * gl.expand_dims(sa, 1) * gl.expand_dims(sb, 0)
     if HAS_BIAS:
         out = out + gl.expand_dims(gl.convert_layout(bias, gl.SliceLayout(0, layout)), 0)
-    tma.store_wait(0)
+    tma.store_wait(KEEP)
     c_buf.store(out.to(c_desc.dtype))
     fence_async_shared()
     # The rows of A that were loaded, in boxes like A's (the copy engine spends time on box
@@ -192,12 +205,13 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_
               PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
               BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
               C_BOXES: gl.constexpr):
-    """BLOCK_N <= 128: two 128-product chains per stage, the second running while the first
-    is added into the accumulator."""
+    """BLOCK_N <= 128: per stage one 128-product chain (BLOCK_K 128) or two (256), the second
+    running while the first is added into the accumulator."""
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
-    HALF: gl.constexpr = BLOCK_K // 2  # the promotion interval, in products
+    HALF: gl.constexpr = BLOCK_K // 2
     W_HALF: gl.constexpr = _w_tile_layout(BLOCK_N, HALF)
+    W_FULL: gl.constexpr = _w_tile_layout(BLOCK_N, BLOCK_K)
     A_CHUNKS: gl.constexpr = BLOCK_K // 128
     zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
     num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
@@ -212,22 +226,115 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_
             s = it % STAGES
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
             ws = w_smem.index(s)
-            # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
-            # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
-            w0 = _as_w_tile(ws.slice(0, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
-            w1 = _as_w_tile(ws.slice(16 * HALF, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
-            a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
-            a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
-            p0 = warpgroup_mma(a0, w0, zero, use_acc=False, is_async=True)
-            p1 = warpgroup_mma(a1, w1, zero, use_acc=False, is_async=True)
-            p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
-            acc = acc + p0  # runs while p1's chain is on the tensor cores
-            p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
-            mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
-            acc = acc + p1
+            if BLOCK_K == 128:
+                # One 128-product chain: split in two 64-product chains, the sums came out less
+                # exact, not more (h200/diag_promotion.json).
+                a = _a_tile(a_smem, s, 0, 128, PART, ROWS, A_CHUNKS)
+                p = warpgroup_mma(a, _as_w_tile(ws, BLOCK_N, 128, W_FULL), zero, use_acc=False, is_async=True)
+                p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+                mbarrier.arrive(empty.index(s))
+                acc = acc + p
+            else:
+                # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
+                # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
+                w0 = _as_w_tile(ws.slice(0, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
+                w1 = _as_w_tile(ws.slice(16 * HALF, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
+                a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
+                a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
+                p0 = warpgroup_mma(a0, w0, zero, use_acc=False, is_async=True)
+                p1 = warpgroup_mma(a1, w1, zero, use_acc=False, is_async=True)
+                p0 = warpgroup_mma_wait(num_outstanding=1, deps=(p0,))
+                acc = acc + p0  # runs while p1's chain is on the tensor cores
+                p1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1,))
+                mbarrier.arrive(empty.index(s))  # this consumer is done with the stage
+                acc = acc + p1
             it += 1
         # The producer is already filling the ring with the next tile meanwhile.
         _store(acc, sa, sb, bias, c_desc, c_smem.index(PART), off_m + PART * ROWS, off_n, HAS_BIAS, C_BOXES)
+    tma.store_wait(0)
+
+
+@constexpr_function
+def _stores_per_part(c_box, c_boxes):
+    # TMA stores one part of a consumer's tile issues (one per box; one 64-row box when A's
+    # tile is whole): what may stay in flight while the other part's staging tile is rewritten.
+    return 1 if c_box == 64 else c_boxes
+
+
+@gluon.jit
+def _consumer_split(a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c2_desc, c_smem,
+                    c2_smem, M, N, K, PART: gl.constexpr, HAS_BIAS: gl.constexpr, ROWS: gl.constexpr,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, N_TAIL: gl.constexpr, BLOCK_K: gl.constexpr,
+                    STAGES: gl.constexpr, GROUP_M: gl.constexpr, C_BOXES: gl.constexpr):
+    """A tile of ``HEAD + N_TAIL`` columns, two powers of two (say 64 + 32): tile widths between
+    the powers of two, so that the tiles of a weight fill the SMs' waves (docs/triton.md). The
+    two parts are two accumulators, each fed 128-product chains as in :func:`_consumer`; the
+    chains are issued in turn so that one is added while the next runs."""
+    HEAD: gl.constexpr = BLOCK_N - N_TAIL
+    layout_h: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD, 32])
+    layout_t: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, N_TAIL, 32])
+    HALF: gl.constexpr = BLOCK_K // 2
+    W_HEAD: gl.constexpr = _w_tile_layout(HEAD, HALF)
+    W_TAIL: gl.constexpr = _w_tile_layout(N_TAIL, HALF)
+    W_HEAD_FULL: gl.constexpr = _w_tile_layout(HEAD, BLOCK_K)
+    W_TAIL_FULL: gl.constexpr = _w_tile_layout(N_TAIL, BLOCK_K)
+    A_CHUNKS: gl.constexpr = BLOCK_K // 128
+    C_BOX: gl.constexpr = c_desc.block_type.shape[0]
+    KEEP: gl.constexpr = _stores_per_part(C_BOX, C_BOXES)
+    zero_h = gl.zeros([ROWS, HEAD], gl.float32, layout_h)
+    zero_t = gl.zeros([ROWS, N_TAIL], gl.float32, layout_t)
+    num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
+    it = 0
+    for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+        off_m, off_n = _tile_offsets(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        sa = _load_vec(sa_ptr, off_m + PART * ROWS, M, ROWS)
+        sb_h = _load_vec(sb_ptr, off_n, N, HEAD)
+        sb_t = _load_vec(sb_ptr, off_n + HEAD, N, N_TAIL)
+        bias_h = _load_vec(bias_ptr, off_n, N, HEAD) if HAS_BIAS else sb_h
+        bias_t = _load_vec(bias_ptr, off_n + HEAD, N, N_TAIL) if HAS_BIAS else sb_t
+        acc_h = gl.zeros([ROWS, HEAD], gl.float32, layout_h)
+        acc_t = gl.zeros([ROWS, N_TAIL], gl.float32, layout_t)
+        for i in range(K // BLOCK_K):
+            s = it % STAGES
+            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+            wh, wt = w_smem.index(s), w2_smem.index(s)
+            if BLOCK_K == 128:
+                # One 128-product chain per part, as in _consumer.
+                a = _a_tile(a_smem, s, 0, 128, PART, ROWS, A_CHUNKS)
+                ph = warpgroup_mma(a, _as_w_tile(wh, HEAD, 128, W_HEAD_FULL), zero_h, use_acc=False, is_async=True)
+                pt = warpgroup_mma(a, _as_w_tile(wt, N_TAIL, 128, W_TAIL_FULL), zero_t, use_acc=False, is_async=True)
+                ph = warpgroup_mma_wait(num_outstanding=1, deps=(ph,))
+                acc_h = acc_h + ph
+                pt = warpgroup_mma_wait(num_outstanding=0, deps=(pt,))
+                mbarrier.arrive(empty.index(s))
+                acc_t = acc_t + pt
+            else:
+                h0 = _as_w_tile(wh.slice(0, 16 * HALF, dim=1), HEAD, HALF, W_HEAD)
+                h1 = _as_w_tile(wh.slice(16 * HALF, 16 * HALF, dim=1), HEAD, HALF, W_HEAD)
+                t0 = _as_w_tile(wt.slice(0, 16 * HALF, dim=1), N_TAIL, HALF, W_TAIL)
+                t1 = _as_w_tile(wt.slice(16 * HALF, 16 * HALF, dim=1), N_TAIL, HALF, W_TAIL)
+                a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
+                a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
+                # At most two fresh sums live at once (the register budget of a 128 + 32 tile).
+                ph = warpgroup_mma(a0, h0, zero_h, use_acc=False, is_async=True)
+                pt = warpgroup_mma(a0, t0, zero_t, use_acc=False, is_async=True)
+                ph = warpgroup_mma_wait(num_outstanding=1, deps=(ph,))
+                acc_h = acc_h + ph
+                ph = warpgroup_mma(a1, h1, zero_h, use_acc=False, is_async=True)
+                pt = warpgroup_mma_wait(num_outstanding=1, deps=(pt,))
+                acc_t = acc_t + pt
+                pt = warpgroup_mma(a1, t1, zero_t, use_acc=False, is_async=True)
+                ph = warpgroup_mma_wait(num_outstanding=1, deps=(ph,))
+                acc_h = acc_h + ph
+                pt = warpgroup_mma_wait(num_outstanding=0, deps=(pt,))
+                mbarrier.arrive(empty.index(s))
+                acc_t = acc_t + pt
+            it += 1
+        row = off_m + PART * ROWS
+        _store(acc_h, sa, sb_h, bias_h, c_desc, c_smem.index(PART), row, off_n, HAS_BIAS, C_BOXES, KEEP)
+        _store(acc_t, sa, sb_t, bias_t, c2_desc, c2_smem.index(PART), row, off_n + HEAD, HAS_BIAS, C_BOXES, KEEP)
     tma.store_wait(0)
 
 
@@ -274,22 +381,25 @@ def _consumer_wide(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_des
 
 
 @gluon.jit
-def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M, N, K,
+def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, c2_desc, M, N, K,
                             HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                            BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+                            N_TAIL: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr,
                             A_BOX: gl.constexpr, A_BOXES: gl.constexpr, C0: gl.constexpr, C1: gl.constexpr):
     # Persistent: program p takes tiles p, p + grid, ... (the launcher sizes the grid to the SMs).
     # One program per SM for the whole GEMM means the producer loads the next tile while the
     # consumers finish and store this one; with a program per tile, every wave paid its ring
     # fill and its stores with the tensor cores idle (module docstring, point 3).
-    N_PARTS: gl.constexpr = BLOCK_N // 128 if BLOCK_N > 128 else 1  # W boxes per stage
+    # A tile of BLOCK_N = HEAD + N_TAIL columns (N_TAIL > 0) takes its last N_TAIL weight rows and
+    # output columns through w2_desc and c2_desc; otherwise those repeat w_desc and c_desc, unused.
+    N_PARTS: gl.constexpr = BLOCK_N // 128 if BLOCK_N > 128 and N_TAIL == 0 else 1  # W boxes per stage
+    HEAD: gl.constexpr = BLOCK_N - N_TAIL
     # A: one [BLOCK_M, 128] buffer per 128-byte K chunk (the 128-byte swizzle's width), each
     # filled by its own boxes, so that boxes of fewer rows than BLOCK_M land in place.
     a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES * (BLOCK_K // 128), BLOCK_M, 128], a_desc.layout)
-    w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, BLOCK_N // N_PARTS // 16, 16 * BLOCK_K],
+    w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, HEAD // N_PARTS // 16, 16 * BLOCK_K],
                                        w_desc.layout)
     # One output staging tile per consumer (64 rows, up to 128 columns) for the TMA store.
-    c_smem = gl.allocate_shared_memory(c_desc.dtype, [BLOCK_M // 64, 64, BLOCK_N // N_PARTS], c_desc.layout)
+    c_smem = gl.allocate_shared_memory(c_desc.dtype, [BLOCK_M // 64, 64, HEAD // N_PARTS], c_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for j in gl.static_range(STAGES):
@@ -298,16 +408,38 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M,
     ROWS: gl.constexpr = 64
     # 232 registers per consumer thread (one or two 64-row warpgroups), 40 for the copy warps:
     # within the 64K registers of an SM, and room for the accumulator plus the fresh sums.
-    # (Gluon takes the partitions as literal (function, args) pairs, hence three spellings.)
-    if N_PARTS == 2:
+    # (Gluon takes the partitions as literal (function, args) pairs, hence five spellings.)
+    if N_TAIL > 0:
+        w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES, N_TAIL // 16, 16 * BLOCK_K], w2_desc.layout)
+        c2_smem = gl.allocate_shared_memory(c2_desc.dtype, [BLOCK_M // 64, 64, N_TAIL], c2_desc.layout)
+        if BLOCK_M == 128:
+            gl.warp_specialize([
+                (_consumer_split, (a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c2_desc,
+                                   c_smem, c2_smem, M, N, K, 0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K,
+                                   STAGES, GROUP_M, C0)),
+                (_consumer_split, (a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c2_desc,
+                                   c_smem, c2_smem, M, N, K, 1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K,
+                                   STAGES, GROUP_M, C1)),
+                (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K,
+                             BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
+            ], [4, 4], [232, 40])
+        else:
+            gl.warp_specialize([
+                (_consumer_split, (a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c2_desc,
+                                   c_smem, c2_smem, M, N, K, 0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K,
+                                   STAGES, GROUP_M, C0)),
+                (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K,
+                             BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
+            ], [4], [40])
+    elif N_PARTS == 2:
         gl.static_assert(BLOCK_M == 128, "a 256-wide tile needs both consumers (check_config)")
         gl.warp_specialize([
             (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                               0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M, C0)),
             (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                               1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M, C1)),
-            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
+            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w_smem, ready, empty, M, N, K,
+                         BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4, 4], [232, 40])
     elif BLOCK_M == 128:
         gl.warp_specialize([
@@ -315,15 +447,15 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, sa_ptr, sb_ptr, bias_ptr, c_desc, M,
                          0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C0)),
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                          1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C1)),
-            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
+            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w_smem, ready, empty, M, N, K,
+                         BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4, 4], [232, 40])
     else:
         gl.warp_specialize([
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                          0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C0)),
-            (_producer, (a_desc, w_desc, a_smem, w_smem, ready, empty, M, N, K,
-                         BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
+            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w_smem, ready, empty, M, N, K,
+                         BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4], [40])
 
 
@@ -336,17 +468,34 @@ _W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=
 
 
 
+def n_tail(block_n: int) -> int:
+    """The width of a tile's second part (0: none). A tile of ``BLOCK_N`` columns is one part when
+    ``BLOCK_N`` is a power of two, else ``HEAD + N_TAIL``: the largest power of two below it and
+    the power of two that remains (48 = 32 + 16, 80 = 64 + 16, 96 = 64 + 32, 160 = 128 + 32, 192 =
+    128 + 64). Other widths return -1."""
+    if block_n < 16:
+        return -1
+    if block_n & (block_n - 1) == 0:
+        return 0
+    tail = block_n - (1 << (block_n.bit_length() - 1))
+    return tail if tail & (tail - 1) == 0 and tail >= 16 else -1
+
+
+
+
 def check_config(config: dict, K: int) -> None:
     bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
     # A 256-wide tile needs both consumers: on one (BLOCK_M 64) its two accumulator halves plus
     # the fresh sum leave no registers to spare (Triton 3.9 spills it).
-    ok = bm in (64, 128) and ((bn in (32, 64, 128) and bk in (128, 256)) or (bn == 256 and bk == 128 and bm == 128))
+    ok = bm in (64, 128) and ((bn in (32, 64, 128) + TWO_PART_WIDTHS and bk in ((128,) if bn == 160 else (128, 256)))
+                              or (bn == 256 and bk == 128 and bm == 128))
     if not ok or K % bk != 0 or not 2 <= stages <= 8 or hopper_smem_bytes(config) > HOPPER_SMEM_BYTES:
         raise ValueError(
-            f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (32, 64, 128) with BLOCK_K in "
-            f"(128, 256) or BLOCK_N 256 with BLOCK_K 128 and BLOCK_M 128, K % BLOCK_K == 0 (K={K}), 2 to 8 "
-            f"stages, and num_stages * (BLOCK_M + BLOCK_N) * BLOCK_K + BLOCK_M * min(BLOCK_N, 128) * 2 "
-            f"<= {HOPPER_SMEM_BYTES} bytes of shared memory (the operand ring and the output staging tiles)"
+            f"hopper config {config}: needs BLOCK_M in (64, 128), BLOCK_N in (32, 64, 128) or one of "
+            f"{TWO_PART_WIDTHS} (two parts) with BLOCK_K in (128, 256) (160: 128 only), or BLOCK_N 256 with BLOCK_K 128 and "
+            f"BLOCK_M 128, K % BLOCK_K == 0 (K={K}), 2 to 8 stages, and num_stages * (BLOCK_M + BLOCK_N) * "
+            f"BLOCK_K + the output staging tiles (BLOCK_M * BLOCK_N * 2 bytes, 128 columns for a 256-wide tile) "
+            f"<= {HOPPER_SMEM_BYTES} bytes of shared memory"
         )
 
 
@@ -386,8 +535,8 @@ def c_boxes(a_box: int, a_n: int) -> tuple[int, int]:
 
 # The kernel's arguments in signature order (what a binder-free relaunch passes; checked
 # against the compiled kernel by triton_launch.CompiledLaunch.create).
-ARG_NAMES = ("a_desc", "w_desc", "sa_ptr", "sb_ptr", "bias_ptr", "c_desc", "M", "N", "K", "HAS_BIAS", "BLOCK_M",
-             "BLOCK_N", "BLOCK_K", "STAGES", "GROUP_M", "A_BOX", "A_BOXES", "C0", "C1")
+ARG_NAMES = ("a_desc", "w_desc", "w2_desc", "sa_ptr", "sb_ptr", "bias_ptr", "c_desc", "c2_desc", "M", "N", "K",
+             "HAS_BIAS", "BLOCK_M", "BLOCK_N", "N_TAIL", "BLOCK_K", "STAGES", "GROUP_M", "A_BOX", "A_BOXES", "C0", "C1")
 
 
 @dataclass(frozen=True)
@@ -403,14 +552,24 @@ class Prepared:
     c_block: tuple[int, int]
     c_layout: object
     constexprs: tuple  # HAS_BIAS .. C1, in ARG_NAMES order
+    # A two-part tile's second weight box and output box (n_tail); None: one part.
+    w2_block: Optional[tuple[int, int]] = None
+    c2_block: Optional[tuple[int, int]] = None
+    c2_layout: object = None
 
     def descriptors(self, A: torch.Tensor, B: torch.Tensor, out: torch.Tensor):
-        """Host TMA descriptors of A, of the shuffled weight's 16-row groups, and of the output."""
+        """Host TMA descriptors in the kernel's order: A; the shuffled weight's 16-row groups, in
+        the tile's first and second part's boxes; the output, likewise (a one-part tile repeats
+        the first: the kernel does not read the second)."""
         M, N, K = self.M, self.N, self.K
         w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
-        return (TensorDescriptor(A, [M, K], [K, 1], list(self.a_block), _A_LAYOUT),
-                TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], list(self.w_block), _W_LAYOUT),
-                TensorDescriptor(out, [M, N], [N, 1], list(self.c_block), self.c_layout))
+        w = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], list(self.w_block), _W_LAYOUT)
+        c = TensorDescriptor(out, [M, N], [N, 1], list(self.c_block), self.c_layout)
+        w2, c2 = w, c
+        if self.w2_block is not None:
+            w2 = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], list(self.w2_block), _W_LAYOUT)
+            c2 = TensorDescriptor(out, [M, N], [N, 1], list(self.c2_block), self.c2_layout)
+        return TensorDescriptor(A, [M, K], [K, 1], list(self.a_block), _A_LAYOUT), w, w2, c, c2
 
 
 def prepare(config: dict, M: int, N: int, K: int, has_bias: bool, device: torch.device,
@@ -422,25 +581,29 @@ def prepare(config: dict, M: int, N: int, K: int, has_bias: bool, device: torch.
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     a_box, a_n = a_boxes(M, bm)
     c0, c1 = c_boxes(a_box, a_n)
-    box_rows = min(bn, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
-    c_cols = min(bn, 128)
+    tail = n_tail(bn)
+    head = bn - tail
+    box_rows = min(head, 128)  # a 256-wide tile is two 128-row boxes (see _consumer_wide)
+    c_rows = min(64, a_box)
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     return Prepared(
         M=M, N=N, K=K, grid=(min(tiles, programs or hardware.sm_count(device)), 1, 1),
-        a_block=(a_box, 128), w_block=(box_rows // 16, 16 * bk), c_block=(min(64, a_box), c_cols),
-        c_layout=_c_layout(16, c_cols),  # bf16 output
-        constexprs=(has_bias, bm, bn, bk, config["num_stages"], config.get("GROUP_M", 8), a_box, a_n, c0, c1),
+        a_block=(a_box, 128), w_block=(box_rows // 16, 16 * bk), c_block=(c_rows, box_rows),
+        c_layout=_c_layout(16, box_rows),  # bf16 output
+        constexprs=(has_bias, bm, bn, tail, bk, config["num_stages"], config.get("GROUP_M", 8), a_box, a_n, c0, c1),
+        w2_block=(tail // 16, 16 * bk) if tail else None, c2_block=(c_rows, tail) if tail else None,
+        c2_layout=_c_layout(16, tail) if tail else None,
     )
 
 
 def run_prepared(p: Prepared, A: torch.Tensor, B: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
                  bias: Optional[torch.Tensor], out: torch.Tensor):
     """Launch through Triton (compiling on first use); returns the ``CompiledKernel``."""
-    a_desc, w_desc, c_desc = p.descriptors(A, B, out)
-    names = ARG_NAMES[9:]
+    a_desc, w_desc, w2_desc, c_desc, c2_desc = p.descriptors(A, B, out)
+    names = ARG_NAMES[11:]
     return _fp8_gemm_hopper_kernel[p.grid](
-        a_desc, w_desc, scale_a, scale_b, bias if bias is not None else scale_b, c_desc, p.M, p.N, p.K,
-        num_warps=4, **dict(zip(names, p.constexprs)),
+        a_desc, w_desc, w2_desc, scale_a, scale_b, bias if bias is not None else scale_b, c_desc, c2_desc,
+        p.M, p.N, p.K, num_warps=4, **dict(zip(names, p.constexprs)),
     )
 
 

@@ -157,10 +157,12 @@ class HopperPlan(_Plan):
         p = self.prepared
         ad, wd, cd = self._a.get(a), self._w.get(w), self._c.get(c)
         if ad is None or wd is None or cd is None:
-            a_desc, w_desc, c_desc = p.descriptors(A, B, out)
+            a_desc, w_desc, w2_desc, c_desc, c2_desc = p.descriptors(A, B, out)
             ad = ad or _put(self._a, a, fast.expand_descriptor(0, a_desc))
-            wd = wd or _put(self._w, w, fast.expand_descriptor(1, w_desc))
-            cd = cd or _put(self._c, c, fast.expand_descriptor(2, c_desc))
+            # The kernel takes each weight and output descriptor twice in a row (a two-part tile's
+            # two boxes): cached as one flattened run per address.
+            wd = wd or _put(self._w, w, fast.expand_descriptor(1, w_desc) + fast.expand_descriptor(2, w2_desc))
+            cd = cd or _put(self._c, c, fast.expand_descriptor(3, c_desc) + fast.expand_descriptor(4, c2_desc))
         g = self._grid
         fast.launch_raw(g[0], g[1], g[2], current_stream(self._index), *fast.prefix, *ad, *wd, s1, s2, b, *cd,
                         *self._tail)

@@ -87,6 +87,7 @@ GPU_RUNS = {
     "diag_a_box.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
     "diag_accumulation.py": ["--out", "{out}"],
     "diag_decode.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
+    "diag_promotion.py": ["--shapes", "64,1280,1024", "--out", "{out}"],
     "profile_demo.py": ["--tokens", "4", "--hidden", "256", "--intermediate", "512", "--replays", "3", "--out", "{out}"],
     "profile_demo.py:block": ["--model", "tiny", "--tokens", "4", "--replays", "3", "--out", "{out}"],
     "sweep_triton.py": ["--shapes", "4096,4096", "--m", "16", "--budget-s", "5", "--space", "production", "--out",

@@ -50,7 +50,13 @@ def test_hopper_config_refused_off_sm90():
                                                (128, 256, 128, 4, 128), (64, 128, 256, 3, 64), (64, 32, 256, 6, 64),
                                                # M below BLOCK_M: 8-row boxes up to M
                                                (64, 32, 256, 6, 1), (64, 128, 256, 3, 20), (128, 256, 128, 4, 72),
-                                               (128, 128, 256, 3, 40)])
+                                               (128, 128, 256, 3, 40),
+                                               # two-part tiles (n_tail), the widest being 128 + 32
+                                               (128, 160, 128, 4, 256), (64, 160, 128, 4, 16), (128, 80, 256, 3, 200), (64, 96, 256, 4, 64),
+                                               (64, 80, 256, 6, 1), (64, 48, 256, 6, 16), (128, 96, 128, 4, 128)]
+                         # every two-part config the tuner may time, on whole tiles
+                         + [(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["num_stages"], c["BLOCK_M"])
+                            for c in C.hopper_configs() if c["BLOCK_N"] & (c["BLOCK_N"] - 1)])
 def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
     """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
     wgmma and TMA copies and set up the warp-specialised register split, with no local-memory
@@ -60,18 +66,27 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
 
     layout = "NVMMASharedLayout(swizzle_byte_width={}, element_bitwidth=8, rank=2, transposed=False, fp4_padded=False, cga_layout=[])"
     a_box, a_n = H.a_boxes(m, bm)
+    tail = H.n_tail(bn)
+    head = min(bn - tail, 128)  # A 256-wide tile is loaded as two 128-row boxes (triton_fp8_hopper.launch).
+
+    def w_desc(cols):
+        return f"tensordesc<fp8e4nv[{cols // 16}, {16 * bk}],{layout.format(0)}>"
+
+    def c_desc(cols):
+        # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
+        bf16 = layout.format(min(128, 2 * cols)).replace("element_bitwidth=8", "element_bitwidth=16")
+        return f"tensordesc<bf16[{min(64, a_box)}, {cols}],{bf16}>"
+
     sig = {"a_desc": f"tensordesc<fp8e4nv[{a_box}, 128],{layout.format(128)}>",  # boxes per 128 bytes of K
-           # A 256-wide tile is loaded as two 128-row boxes (triton_fp8_hopper.launch).
-           "w_desc": f"tensordesc<fp8e4nv[{min(bn, 128) // 16}, {16 * bk}],{layout.format(0)}>",
-           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16",
-           # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.
-           "c_desc": f"tensordesc<bf16[{min(64, a_box)}, {min(bn, 128)}],{layout.format(min(128, 2 * bn)).replace('element_bitwidth=8', 'element_bitwidth=16')}>",
-           "M": "i32", "N": "i32", "K": "i32"}
+           "w_desc": w_desc(head), "w2_desc": w_desc(tail or head),
+           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16", "c_desc": c_desc(head),
+           "c2_desc": c_desc(tail or head), "M": "i32", "N": "i32", "K": "i32"}
     c0, c1 = H.c_boxes(a_box, a_n)
-    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, GROUP_M=8, A_BOX=a_box, A_BOXES=a_n,
-                 C0=c0, C1=c1)
+    const = dict(HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, N_TAIL=tail, BLOCK_K=bk, STAGES=stages, GROUP_M=8,
+                 A_BOX=a_box, A_BOXES=a_n, C0=c0, C1=c1)
     sig.update({k: "constexpr" for k in const})
-    src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (2, 3, 4, 7, 8)})
+    assert list(sig) == list(H.ARG_NAMES)
+    src = GluonASTSource(H._fp8_gemm_hopper_kernel, sig, const, {(i,): [["tt.divisibility", 16]] for i in (3, 4, 5, 9, 10)})
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
     ptx = ck.asm["ptx"]
     assert ptx.count("wgmma.mma_async") >= 2 and "setmaxnreg" in ptx
@@ -83,6 +98,41 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
         cubin.write_bytes(ck.asm["cubin"])
         usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(cubin)], capture_output=True, text=True).stdout
         assert re.search(r"STACK:0 SHARED:\d+ LOCAL:0", usage), f"the kernel spills to local memory: {usage}"
+
+
+@needs_gluon
+@given(bn=st.integers(1, 512))
+def test_two_part_tile_widths(bn):
+    """A tile width is one power of two (no second part), or the largest power of two below it
+    plus a smaller one of at least 16 columns (wgmma's and TMA's grain here), or not a width."""
+    tail = H.n_tail(bn)
+    if bn >= 16 and bn & (bn - 1) == 0:
+        assert tail == 0
+    elif tail == -1:
+        head = 1 << (bn.bit_length() - 1) if bn else 0
+        rest = bn - head
+        assert bn < 16 or rest < 16 or rest & (rest - 1)
+    else:
+        head = bn - tail
+        assert head & (head - 1) == 0 and tail & (tail - 1) == 0 and 16 <= tail < head
+    # The kernel takes exactly its listed widths, each with the BLOCK_K its registers allow.
+    for bk in (128, 256):
+        cfg = C.make_hopper_config(64, bn, bk, 3)
+        ok = bn in (32, 64, 128) or (bn in C.TWO_PART_WIDTHS and not (bn == 160 and bk == 256))
+        if ok:
+            H.check_config(cfg, 4096)
+            assert H.n_tail(bn) >= 0
+        else:
+            with pytest.raises(ValueError, match="BLOCK_N in"):
+                H.check_config(cfg, 4096)
+
+
+@needs_gluon
+def test_every_config_in_the_tuners_hopper_space_is_one_the_kernel_takes():
+    for cfg in C.hopper_configs():
+        if C.hopper_smem_bytes(cfg) <= C.HOPPER_SMEM_BYTES:
+            H.check_config(cfg, 8192)
+    assert {c["BLOCK_N"] for c in C.hopper_configs()} >= set(C.TWO_PART_WIDTHS)
 
 
 @needs_gluon
@@ -115,8 +165,12 @@ def test_hopper_a_boxes_cover_m_with_little_waste(M, block_m):
 @needs_gluon
 @pytest.mark.parametrize("config", [C.make_hopper_config(64, 64, 256, 4), C.make_hopper_config(128, 64, 256, 4),
                                     C.make_hopper_config(128, 128, 256, 3), C.make_hopper_config(64, 128, 128, 2),
-                                    C.make_hopper_config(128, 256, 128, 4), C.make_hopper_config(64, 32, 256, 6)],
-                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x32x256"])
+                                    C.make_hopper_config(128, 256, 128, 4), C.make_hopper_config(64, 32, 256, 6),
+                                    # two-part tiles: 64 + 32, 128 + 32, 32 + 16, 64 + 16
+                                    C.make_hopper_config(64, 96, 256, 4), C.make_hopper_config(128, 160, 128, 3),
+                                    C.make_hopper_config(64, 48, 256, 6), C.make_hopper_config(128, 80, 256, 3)],
+                         ids=["64x64x256", "128x64x256", "128x128x256", "64x128x128", "128x256x128", "64x32x256",
+                              "64x96x256", "128x160x128", "64x48x256", "128x80x256"])
 @pytest.mark.parametrize("M,N", [(1, 80), (9, 512), (17, 80), (64, 1040), (100, 512), (200, 512), (333, 1040)])
 def test_gpu_hopper_kernel(config, M, N):
     """The sm_90 Gluon kernel: ragged M and N blocks (TMA reads zeros past the edges, the store
@@ -135,6 +189,32 @@ def test_gpu_hopper_kernel(config, M, N):
     for programs in (1, 3):
         out = H.launch(config, *c.args, programs=programs)
         assert_close_to_truth(out, c, f"{config} M={M} N={N} programs={programs}")
+
+
+@pytest.mark.gpu
+@gpu
+@needs_gluon
+@pytest.mark.parametrize("config", [(64, 128, 128, 4), (128, 64, 128, 4), (64, 32, 128, 6), (128, 160, 128, 4),
+                                    (64, 96, 128, 4), (128, 96, 256, 3), (128, 128, 256, 3), (128, 256, 128, 4),
+                                    (64, 32, 256, 6)], ids=lambda c: "x".join(map(str, c)))
+def test_gpu_hopper_promotes_like_cublaslt(config):
+    """Promotion, which the elementwise bound (2^-13 of the sum of |products|) is too loose to
+    see: on values that cancel, ours must be about as exact as cuBLASLt with
+    ``use_fast_accum=False``. An element is off when its error from float64 exceeds 4x
+    cuBLASLt's plus 1% of the value. Measured on these very inputs (benchmarks/results/h200/
+    diag_promotion.json): 0 of 2.6M for every config, 578 when 64-product chains were added,
+    82,823 for cuBLASLt's fast accumulation."""
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    from hipbmm_inductor.bench.inputs import random_inputs
+
+    torch.manual_seed(0)
+    s = random_inputs(256, 10240, 8192, torch.float8_e4m3fn, False, "cuda")
+    truth = (s.A.double() @ s.W.double().t()) * s.scale_a.double() * s.scale_b.double()
+    base = torch._scaled_mm(s.A, s.W.t(), s.scale_a, s.scale_b, out_dtype=torch.bfloat16).double()
+    ours = H.launch(C.make_hopper_config(*config), s.A, s.B, s.scale_a, s.scale_b, None, torch.bfloat16).double()
+    off = (ours - truth).abs() > 4 * (base - truth).abs() + 1e-2 * truth.abs()
+    assert int(off.sum()) == 0, f"{config}: {int(off.sum())} elements less exact than promoted cuBLASLt"
 
 
 @pytest.mark.gpu

@@ -161,12 +161,15 @@ def test_descriptor_cache_is_bounded():
 # CPU: a Hopper plan's relaunch, end to end against a recording launcher
 # ---------------------------------------------------------------------------------------------
 
-def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch):
+@pytest.mark.parametrize("bn", [64, 96])
+def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch, bn):
+    """Every argument in the kernel's order: a one-part tile (64 columns) passes its weight and
+    output descriptors twice; a two-part tile (96 = 64 + 32) passes each part's own boxes."""
     H = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_hopper")
     monkeypatch.setattr(hardware, "sm_count", lambda device: 132)  # an H100 SXM; the case runs on the CPU
     monkeypatch.setattr(P, "current_stream", lambda index: 77)
     c = make_case(5, 256, 512, bias_dtype=torch.bfloat16)
-    config = C.make_hopper_config(64, 64, 128, 4)
+    config = C.make_hopper_config(64, bn, 128, 4)
     prepared = H.prepare(config, 5, 256, 512, True, c.A.device)
     plan = P.HopperPlan(config, prepared, torch.device("cpu"))
     seen = []
@@ -178,11 +181,16 @@ def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch):
     head = (g[0], g[1], g[2], 77, 42, False, False, None, None, (4, 1, 0), None, None, None)
     assert args[:13] == head
     w_groups = c.B.t().view(256 // 16, 16 * 512)
-    expected = (("desc", c.A.data_ptr(), 5, 512, 512, 1), ("desc", w_groups.data_ptr(), 16, 16 * 512, 16 * 512, 1),
-                (c.scale_a.data_ptr(), c.scale_b.data_ptr(), c.bias.data_ptr()),
-                ("desc", out.data_ptr(), 5, 256, 256, 1), (5, 256, 512, *prepared.constexprs))
+    first, second = (64, 64) if bn == 64 else (64, 32)
+    w = ("desc", w_groups.data_ptr(), 16, 16 * 512, 16 * 512, 1)
+    o = ("desc", out.data_ptr(), 5, 256, 256, 1)
+    # A in 8-row boxes up to M = 5; weight boxes of (columns / 16) groups of 16 x BLOCK_K bytes.
+    expected = (("desc", c.A.data_ptr(), 5, 512, 512, 1, 8, 128), w + (first // 16, 16 * 128),
+                w + (second // 16, 16 * 128), (c.scale_a.data_ptr(), c.scale_b.data_ptr(), c.bias.data_ptr()),
+                o + (8, first), o + (8, second), (5, 256, 512, *prepared.constexprs))
     assert args[13:] == tuple(x for part in expected for x in part)
-    assert len(H.ARG_NAMES) == 19 and len(prepared.constexprs) == len(H.ARG_NAMES) - 9
+    assert len(H.ARG_NAMES) == 22 and len(prepared.constexprs) == len(H.ARG_NAMES) - 11
+    assert dict(zip(H.ARG_NAMES[11:], prepared.constexprs))["N_TAIL"] == (0 if bn == 64 else 32)
 
 
 def test_a_refusal_under_a_profiler_is_not_remembered(monkeypatch):

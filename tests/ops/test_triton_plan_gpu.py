@@ -94,6 +94,29 @@ def test_gpu_portable_plan_relaunch(config, monkeypatch):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("bn,bk", [(96, 256), (160, 128), (48, 256)])
+@pytest.mark.parametrize("M", [3, 200])
+def test_gpu_hopper_two_part_plan_relaunch(bn, bk, M, monkeypatch):
+    """A two-part tile (its own weight and output descriptors for the second part) relaunched
+    from a plan: bit-identical to the binder's launch, across recycled output addresses."""
+    if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
+        pytest.skip("needs sm_90")
+    config = C.make_hopper_config(128 if M > 64 else 64, bn, bk, 3)
+    be = _fresh_backend()
+    monkeypatch.setattr(be, "_resolve", lambda *a, **k: (config, True))
+    c = make_case(M, 1040, 1024, bias_dtype=torch.bfloat16, device="cuda", seed=bn + M)  # 1040: ragged last tile
+    ref = T.launch(config, *c.args)
+    outs = [be.run(*c.args) for _ in range(4)]
+    (plan,) = be._plans.values()
+    assert plan.kernel == "gluon-sm90"
+    if _expect_fast(plan):
+        assert plan.fast is not None
+    assert all(torch.equal(o, ref) for o in outs)
+    assert_close_to_truth(outs[-1], c, f"{config} M={M}")
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("kernel", ["gluon", "portable"])
 @pytest.mark.parametrize("a_offset", [0, 1])
 def test_gpu_out_buffer_gets_the_same_bits(kernel, a_offset, monkeypatch):

@@ -22,8 +22,9 @@ class Knobs:
 
 def recording_launch(seen: list) -> CompiledLaunch:
     """A CompiledLaunch whose C function appends its arguments to ``seen``; descriptors expand to
-    ``("desc", base address, *shape, *strides)``."""
+    ``("desc", base address, *shape, *strides, *box)``."""
     return CompiledLaunch(lambda *a: seen.append(a), function=42, packed_metadata=(4, 1, 0), cooperative=False,
                           pdl=False, knobs=Knobs, expand=lambda desc, meta: ("desc", desc.base.data_ptr(),
-                                                                              *desc.shape, *desc.strides),
-                          desc_meta=[{}, {}, {}])
+                                                                              *desc.shape, *desc.strides,
+                                                                              *desc.block_shape),
+                          desc_meta=[{}] * 5)

@@ -212,3 +212,16 @@ def test_the_op_runs_the_heuristic_over_unusable_cached_configs(tuning_env, tmp_
     (warning,) = result["warnings"]
     assert "ignoring 2 cached config(s)" in warning
     assert result["counters"]["hits"] == 1 and result["counters"]["misses"] == 2
+
+
+@pytest.mark.parametrize("bn", [48, 80, 96, 160])
+def test_two_part_hopper_tiles_in_the_space_pass_the_check(bn):
+    """The sm_90 kernel's tile widths between the powers of two are configs of its space, so a
+    row the tuner recorded with one is usable; the portable kernel takes none of them."""
+    gluon = _extra(False, True)
+    for cfg in (c for c in hopper_configs() if c["BLOCK_N"] == bn):
+        for N, K in ((10240, 8192), (5120, 14336)):
+            if cfg in config_space(256, N, K, False, True) or cfg in config_space(64, N, K, False, True):
+                assert BACKEND.config_error(cfg, N, K, gluon) is None, cfg
+        portable = {**heuristic_config(256, 4096, 4096), "BLOCK_N": bn}
+        assert "powers of two" in BACKEND.config_error(portable, 4096, 4096, PORTABLE)
