@@ -107,7 +107,7 @@ def config_space(M: int, N: int, K: int, fast_accum: bool = False, hopper: bool 
 
     ``hopper``: the device runs :mod:`.triton_fp8_hopper` (:func:`.triton_fp8_gemm.hopper_path`); its configs
     join the space at every M (only 64-row tiles at M <= 16). Pruned to what won somewhere in the H100 sweeps
-    (``benchmarks/results/h100/sweep_*.json``): at most ~130 configs per shape, so an online
+    (``benchmarks/results/h100/sweep_*.json``): at most ~135 configs per shape, so an online
     search costs seconds of compiling and timing, not minutes (``tune --max-candidates`` cuts it).
     """
     b = config_bucket(M)
