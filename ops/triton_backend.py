@@ -148,9 +148,10 @@ class TritonBackend:
         - GPU time: x1.23-2.95 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
           Mistral and DeepSeek in three runs (``h200/suite_split_run1.json``, ``h200/suite_split_run2.json``,
           ``h200/suite_split_run3.json``), a margin wide enough for
-          shapes the suites lack; at M = 128-256 one weight in the sweep stays below x0.95 under
-          its best config (10240 x 8192 at M = 128, ``h200/sweep_split.json``), too close to
-          call for an unmeasured shape;
+          shapes the suites lack; at M = 128-256 four weights in the sweep stay at x0.91-0.93
+          under their best config (10240 x 8192 at M = 128; 6144 x 4096, 6144 x 5120 and
+          7168 x 2048 at M = 256, ``h200/sweep_split.json``), too close to call for an unmeasured
+          shape;
         - host time: in a compiled graph the call is the launch plan's own, into Inductor's
           buffer (``lowering/extern_call.py``): the Llama-3-8B block with its linears rewritten
           runs x1.09-1.20 at 1-128 tokens in the default mode in a loop that waits for each

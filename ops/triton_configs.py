@@ -312,8 +312,8 @@ def _wider_unless_emptier(M: int, N: int, wide: tuple, narrow: tuple) -> tuple:
 # relative to the best tile, per M bucket (up to 128, 256, and 512 and over): fitted to every
 # point of benchmarks/results/h200/sweep_split.json (every Gluon config, two-part tiles included,
 # at 18 weights of N >= 2048, timed in turns with cuBLASLt) as time = work / (last-wave fill x
-# efficiency). Picking the tile that maximises fill x efficiency lands within 0.4% of the fastest
-# tile measured on average there, 3.5% at worst. From M = 512 no 128 x 256 tile: in the sweep it
+# efficiency). With the table so fitted, picking the tile that maximises fill x efficiency landed
+# within 0.4% of the fastest tile measured there on average, 3.5% at worst. From M = 512 no 128 x 256 tile: in the sweep it
 # was never more than 3% ahead, but it ran x0.90-0.94 of cuBLASLt at 8192 x 28672 and 57344 x
 # 8192, M = 1024, in two suite runs (h200/suite_wide1024_run1.json, _run2.json).
 _H200_TILE_EFFICIENCY = {
@@ -327,13 +327,14 @@ _H200_TILE_EFFICIENCY = {
            (64, 96): 0.65, (64, 64): 0.59, (64, 160): 0.59, (64, 80): 0.58, (64, 48): 0.41, (64, 32): 0.38},
 }
 # BLOCK_K 128 tiles other than 256-wide ones ran two 64-product chains per stage in that sweep;
-# one 128-product chain (the shipped kernel) is 5-20% faster. Re-timed at M = 256 and 512 only
+# one 128-product chain (the shipped kernel) is faster at most points (median 6%, up to 28%). Re-timed at M = 256 and 512 only
 # (h200/sweep_split_bk128.json): there 128 x 160 ran at 0.92 of a full wave of 128 x 128 (x1.12
 # of cuBLASLt at 10240 x 8192, M = 512, against x1.02). From M = 1024 it keeps the older figure.
 _H200_TILE_EFFICIENCY[512] = {**_H200_TILE_EFFICIENCY[1024], (128, 160): 0.92}
 
-# The ring depth per tile on the H200: in the same sweep, at every M bucket, the deepest ring of
-# BLOCK_K 256 that fits was within 1% of the best (bk, stages) of its tile on average; 160- and
+# The ring depth per tile on the H200: in the same sweep, at every M bucket, a deep ring of
+# BLOCK_K 256 (the deepest that fits, but 6 rather than 8 stages for 32-wide tiles) was within 1%
+# of the best (bk, stages) of its tile on average; 160- and
 # 256-wide tiles take BLOCK_K 128 (triton_fp8_hopper.check_config). 64 x 64 tiles from M = 512: 4.
 _H200_STAGES = {(64, 32): 6, (64, 48): 6, (64, 64): 6, (64, 80): 4, (64, 96): 4, (64, 128): 4, (64, 160): 4,
                 (128, 64): 4, (128, 80): 3, (128, 96): 3, (128, 128): 3, (128, 160): 4, (128, 256): 4}
@@ -364,11 +365,13 @@ def _hopper_h200(b: int, N: int, K: int) -> dict:
     mostly how full the last wave of tiles is (:func:`_wave_fill`). At M <= 64, a weight stream:
     64 x 128 tiles for 10240 and 28672 columns but 64 x 64 for 24576, 37888 and 57344 (H100
     rules otherwise), and a two-part tile (64 x 80 or 64 x 96) where its last wave is fuller by
-    8 points or more (10240 and 37888 columns: 2-5% faster; at 28672, 6 points fuller, it won at
-    M = 1 and 64 and lost at 16 and 32). From M = 128, the tile with the
+    8 points or more (0.4-3.4% faster at 10240 columns, 2.8-4.6% at 37888; at 28672, 6 points
+    fuller, it won at M = 1 and 64 and lost at 16 and 32). From M = 128, the tile with the
     best fill x efficiency (:func:`_fastest_tile`): e.g. 128 x 160 for 10240 columns at M = 256
-    (x1.12 of cuBLASLt against x0.99 for 128 x 256), 64 x 80 for 5120 columns at M = 128, 128 x 160
-    for 5120 and 4608 columns at M = 512 (x1.14-1.24 against x1.00-1.03). Deeper rings pay more
+    (x1.30 of cuBLASLt against x1.00 for 128 x 256, ``sweep_split_bk128.json``), 64 x 80 for 5120
+    columns at M = 128 (x1.39 against x1.24-1.27 for the best power-of-two tile,
+    ``sweep_split.json``), 128 x 160 for 5120 and 4608 columns at M = 512 (x1.39-1.51 against
+    x1.01-1.02 for 128 x 128, ``sweep_split_bk128.json``). Deeper rings pay more
     on the faster memory: 6 stages for 64 x 64 tiles at decode (up to 9% at 5120 x 25600).
     A 128-column weight (a MoE router) is four 32-wide tiles: the portable kernel's split-K,
     32 programs, streams it in 4.5-5.0 us against 6.0-7.5 us for the Gluon kernel at M <= 64.
@@ -390,7 +393,7 @@ def _hopper_h200(b: int, N: int, K: int) -> dict:
         if bn == 128:
             return make_hopper_config(64, 128, bk, 4)
         # 4 stages once A fills the 64-row tile, except over long K loops (K >= 14336); 4 over
-        # loops of at most 8 stages (K <= 2048: 24576 x 1536 2-4% faster, h200/sweep_split*.json).
+        # loops of at most 8 stages (K <= 2048: 24576 x 1536 1-8% faster, h200/sweep_split*.json).
         return make_hopper_config(64, 64, bk, 6 if K > 2048 and (b <= 32 or K >= 14336) else 4)
     if N < 512:
         if b <= 128:

@@ -471,8 +471,8 @@ _W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=
 def n_tail(block_n: int) -> int:
     """The width of a tile's second part (0: none). A tile of ``BLOCK_N`` columns is one part when
     ``BLOCK_N`` is a power of two, else ``HEAD + N_TAIL``: the largest power of two below it and
-    the power of two that remains (48 = 32 + 16, 80 = 64 + 16, 96 = 64 + 32, 160 = 128 + 32, 192 =
-    128 + 64). Other widths return -1."""
+    the power of two that remains (48 = 32 + 16, 80 = 64 + 16, 96 = 64 + 32, 160 = 128 + 32; the
+    kernel takes those, ``TWO_PART_WIDTHS``). Other widths return -1."""
     if block_n < 16:
         return -1
     if block_n & (block_n - 1) == 0:
