@@ -20,6 +20,7 @@ import json
 import torch
 
 from hipbmm_inductor.bench.inputs import random_inputs
+from hipbmm_inductor.bench.suites import parse_ints
 from hipbmm_inductor.ops import triton_configs as C
 
 CONFIGS = [(64, 128, 128, 4), (128, 128, 128, 4), (128, 64, 128, 4), (64, 32, 128, 6), (128, 160, 128, 4),
@@ -31,9 +32,12 @@ def main() -> None:
     p.add_argument("--shapes", default="256,10240,8192;64,4096,14336", help="'M,N,K;...'")
     p.add_argument("--out", default="diag_promotion.json")
     args = p.parse_args()
-    shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";") if s]
-    if not shapes or any(len(s) != 3 or min(s) < 1 for s in shapes):
-        p.error(f"--shapes: 'M,N,K;...' with positive sizes, got {args.shapes!r}")
+    try:
+        shapes = [tuple(parse_ints(s, "--shapes")) for s in args.shapes.split(";") if s.strip()]
+    except ValueError as e:
+        p.error(str(e))
+    if not shapes or any(len(s) != 3 for s in shapes):
+        p.error(f"--shapes: expected 'M,N,K;...', got {args.shapes!r}")
     from hipbmm_inductor.ops import triton_fp8_hopper as H  # Gluon: a Triton with it, on sm_90
 
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "points": []}

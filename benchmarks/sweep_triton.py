@@ -170,7 +170,14 @@ def _extra_hopper(text: str) -> list[dict]:
                 bm, bn, bk, st = (int(x) for x in part.split(","))
             except ValueError:
                 raise ValueError(f"--extra-hopper: {part!r} is not BM,BN,BK,STAGES (four integers)") from None
-            out.append(C.make_hopper_config(bm, bn, bk, st))
+            cfg = C.make_hopper_config(bm, bn, bk, st)
+            from hipbmm_inductor.ops import triton_fp8_hopper as H
+
+            try:
+                H.check_config(cfg, bk)  # the kernel's own rules (K is checked per shape by fits)
+            except ValueError as e:
+                raise ValueError(f"--extra-hopper: {part!r}: {e}") from None
+            out.append(cfg)
     return out
 
 

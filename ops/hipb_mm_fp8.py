@@ -120,7 +120,7 @@ def hipb_mm_fp8(
         return _hipb_mm_fp8_impl(A, B, scale_a, scale_b, bias)
     if not (isinstance(A, Tensor) and isinstance(B, Tensor) and isinstance(scale_a, Tensor)
             and isinstance(scale_b, Tensor) and (bias is None or isinstance(bias, Tensor))
-            and isinstance(out_dtype, (torch.dtype, int))):  # an int: a ScalarType code, as the op takes it
+            and isinstance(out_dtype, (torch.dtype, int)) and type(out_dtype) is not bool):  # an int: a ScalarType code
         # The dispatcher would refuse these with its schema error; the contract names the argument.
         check_inputs(A, B, scale_a, scale_b, bias, out_dtype)
     # Defaults are left out: every argument the dispatcher converts costs host time (0.7 us for
@@ -129,7 +129,12 @@ def hipb_mm_fp8(
         if bias is None:
             return _op(A, B, scale_a, scale_b)
         return _op(A, B, scale_a, scale_b, bias)
-    return _op(A, B, scale_a, scale_b, bias, out_dtype)
+    try:
+        return _op(A, B, scale_a, scale_b, bias, out_dtype)
+    except ValueError:
+        if type(out_dtype) is int:  # not a ScalarType code ("unsupported scalarType"): name the argument
+            check_inputs(A, B, scale_a, scale_b, bias, out_dtype)
+        raise
 
 
 def hipb_mm_fp8_out(A: Tensor, B: Tensor, scale_a: Tensor, scale_b: Tensor, bias: Optional[Tensor],

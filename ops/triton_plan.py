@@ -29,12 +29,17 @@ import torch
 from . import triton_fp8_gemm as portable
 from .triton_launch import CompiledLaunch, current_stream, hooks_installed
 
-__all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE", "evict_oldest", "into"]
+__all__ = ["HopperPlan", "PortablePlan", "DESCRIPTOR_CACHE_SIZE", "WEIGHT_DESCRIPTOR_CACHE_SIZE", "evict_oldest", "into"]
 
 # Encoded TMA descriptors kept per plan and operand. The caching allocator hands the same few
-# addresses out step after step, so a handful are live at a time; past this many the oldest is
-# dropped (a miss costs one encode through Triton's routine).
+# activation and output addresses out step after step, so a handful are live at a time; past this
+# many the oldest is dropped (a miss costs one encode through Triton's routine).
 DESCRIPTOR_CACHE_SIZE = 64
+# Weights are the other way round: one plan serves every layer whose weight has its shape, and a
+# step visits them all in turn (80 addresses per shape in a 70B model), which a cache of 64 would
+# miss on every call. They are constants, so this bound is only against callers that pass a new
+# weight each time.
+WEIGHT_DESCRIPTOR_CACHE_SIZE = 4096
 
 
 def evict_oldest(cache: dict, limit: int) -> None:
@@ -45,8 +50,8 @@ def evict_oldest(cache: dict, limit: int) -> None:
         del cache[next(iter(cache))]
 
 
-def _put(cache: dict, key: int, value: tuple) -> tuple:
-    evict_oldest(cache, DESCRIPTOR_CACHE_SIZE)
+def _put(cache: dict, key: int, value: tuple, limit: int = DESCRIPTOR_CACHE_SIZE) -> tuple:
+    evict_oldest(cache, limit)
     cache[key] = value
     return value
 
@@ -118,7 +123,7 @@ class HopperPlan(_Plan):
     """A plan on the sm_90 Gluon kernel (:mod:`.triton_fp8_hopper`)."""
 
     kernel = "gluon-sm90"
-    __slots__ = ("_a", "_w", "_c", "_tail", "_hopper", "_fast_accum")
+    __slots__ = ("_a", "_w", "_c", "_tail", "_hopper", "_fast_accum", "_fallback")
 
     def __init__(self, config: dict, prepared, device: torch.device, fast_accum: bool = False) -> None:
         from . import triton_fp8_hopper as hopper  # imports Gluon, which older Tritons lack
@@ -131,6 +136,7 @@ class HopperPlan(_Plan):
         self._tail = (p.M, p.N, p.K, *p.constexprs)
         self._hopper = hopper
         self._fast_accum = fast_accum
+        self._fallback = None  # the portable kernel's config for calls TMA cannot address (built once)
 
     def __call__(self, A, B, scale_a, scale_b, bias, out=None) -> torch.Tensor:
         a, w, s1, s2 = A.data_ptr(), B.data_ptr(), scale_a.data_ptr(), scale_b.data_ptr()
@@ -138,9 +144,11 @@ class HopperPlan(_Plan):
         if (a | w) & 15:
             # TMA addresses 16-byte-aligned bases only: this call runs on the portable kernel.
             self.through_triton["A or B not 16-byte aligned (portable kernel)"] += 1
-            return into(out, portable.launch(
-                portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K, self._fast_accum),
-                A, B, scale_a, scale_b, bias, torch.bfloat16, fast_accum=self._fast_accum))
+            if self._fallback is None:
+                self._fallback = portable.heuristic_config(self.prepared.M, self.prepared.N, self.prepared.K,
+                                                           self._fast_accum)
+            return into(out, portable.launch(self._fallback, A, B, scale_a, scale_b, bias, torch.bfloat16,
+                                             fast_accum=self._fast_accum))
         if out is None:
             out = torch.empty(*self._shape, dtype=torch.bfloat16, device=self._device)
         if not (s1 | s2 | b) & 15:
@@ -160,13 +168,20 @@ class HopperPlan(_Plan):
             a_desc, w_desc, w2_desc, c_desc, c2_desc = p.descriptors(A, B, out)
             ad = ad or _put(self._a, a, fast.expand_descriptor(0, a_desc))
             # The kernel takes each weight and output descriptor twice in a row (a two-part tile's
-            # two boxes): cached as one flattened run per address.
-            wd = wd or _put(self._w, w, fast.expand_descriptor(1, w_desc) + fast.expand_descriptor(2, w2_desc))
-            cd = cd or _put(self._c, c, fast.expand_descriptor(3, c_desc) + fast.expand_descriptor(4, c2_desc))
+            # two boxes; a one-part tile repeats the first): cached as one flattened run per address.
+            wd = wd or _put(self._w, w, self._pair(fast, 1, w_desc, w2_desc), WEIGHT_DESCRIPTOR_CACHE_SIZE)
+            cd = cd or _put(self._c, c, self._pair(fast, 3, c_desc, c2_desc))
         g = self._grid
         fast.launch_raw(g[0], g[1], g[2], current_stream(self._index), *fast.prefix, *ad, *wd, s1, s2, b, *cd,
                         *self._tail)
         return out
+
+
+    @staticmethod
+    def _pair(fast, index: int, first, second) -> tuple:
+        # A one-part tile passes the same descriptor twice: encoded once.
+        run = fast.expand_descriptor(index, first)
+        return run + (run if second is first else fast.expand_descriptor(index + 1, second))
 
 
 class PortablePlan(_Plan):

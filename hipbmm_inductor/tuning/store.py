@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -236,6 +237,10 @@ class Store:
 
         The file stays (empty but for its header and the mark) so that a process that was running
         does not write rows it measured before the clear back into it.
+
+        Returns once the clock has left the mark's second (at most a second later): stamps have
+        one-second resolution and a row of the mark's own second is dropped as possibly older, so a
+        row this process measures after the clear returns is stamped later and kept.
         """
         stamp = now_utc()
 
@@ -250,7 +255,9 @@ class Store:
         with self._lock:
             report = self._rewrite(arch, written_by, change)
             self._pending.pop(arch, None)
-            return report
+        while now_utc() <= stamp:
+            time.sleep(0.02)
+        return report
 
     def files(self) -> list[tuple[str, str]]:
         """``(arch, path)`` of every tuning file in the folder."""

@@ -107,3 +107,16 @@ def test_gpu_short_run(name, tmp_path):
     r = _run([os.path.join(BENCH, name.split(":")[0]), *args], timeout=400, cwd=str(tmp_path))
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-3000:])
     assert os.path.exists(out), f"{name} wrote no {out}"
+
+
+@pytest.mark.parametrize("script,args,says", [
+    ("sweep_triton.py", ["--extra-hopper", "0,0,0,0"], "--extra-hopper: '0,0,0,0': hopper config"),
+    ("sweep_triton.py", ["--extra-hopper", "64,64,128,-1"], "2 to 8 stages"),
+    ("sweep_triton.py", ["--extra-hopper", "64,64,x,4"], "four integers"),
+    ("diag_promotion.py", ["--shapes", "1,a,3"], "--shapes: expected comma-separated integers"),
+    ("diag_promotion.py", ["--shapes", "64,128"], "--shapes: expected 'M,N,K;...'"),
+])
+def test_bad_arguments_are_named_before_any_gpu_work(script, args, says):
+    pytest.importorskip("triton.experimental.gluon")  # the sweep checks its extra configs with the kernel's rules
+    r = _run([os.path.join(BENCH, script), *args], timeout=120)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]

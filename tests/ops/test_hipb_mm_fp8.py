@@ -63,12 +63,17 @@ def test_matches_scaled_mm_on_plain_weight():
     theirs = torch._scaled_mm(case.A, case.W.t(), scale_a=case.scale_a, scale_b=case.scale_b,
                               bias=case.bias, out_dtype=torch.bfloat16)
     # Both are fp32-accumulated and rounded once to bf16; summation order may differ. Each is
-    # held to the float64 oracle's bound (one bf16 rounding plus the fp32 accumulation error),
-    # so the two can differ by at most twice that bound, element by element.
+    # held to the float64 oracle's bound (one bf16 rounding plus the fp32 accumulation error).
     _assert_within_bound(theirs, case)
     _assert_within_bound(ours, case)
+    # And to each other, tighter: their fp32 sums differ by at most twice the fp32 accumulation
+    # error (K 2^-24 of the sum of |products|, scaled), so rounding them to bf16 lands on the same
+    # or the adjacent value: one bf16 ulp (2^-7 relative, at the larger of the two) apart.
     gap = (ours.double() - theirs.double()).abs()
-    assert (gap <= 2 * error_bound(case)).all(), float(gap.max())
+    absacc = case.A.double().abs() @ case.W.double().abs().t() * case.scale_a.double() * case.scale_b.double()
+    accum = 2 * case.A.shape[1] * 2.0**-24 * absacc
+    ulp = 2.0 ** (torch.maximum(ours.double().abs(), theirs.double().abs()).clamp_min(2.0**-126).log2().floor() - 7)
+    assert (gap <= ulp + accum).all(), float((gap - ulp - accum).max())
 
 
 def test_output_is_fresh():
@@ -302,3 +307,12 @@ def test_entry_takes_a_scalar_type_code_as_the_op_does():
     # 15 is bfloat16's ScalarType code, which the op's schema accepts (vLLM's graphs pass it so).
     case = make_case(2, 32, 64)
     assert torch.equal(hi.hipb_mm_fp8(*case.args[:4], None, 15), OP(*case.args[:4]))
+
+
+@pytest.mark.parametrize("code", [999, -3, True])
+def test_entry_names_out_dtype_for_an_int_that_is_no_scalar_type(code):
+    # 999 and -3 are no ScalarType code (the dispatcher says "unsupported scalarType"); True is
+    # not a code at all, though Python calls it an int (it would be read as 1, torch.int8).
+    case = make_case(2, 32, 64)
+    with pytest.raises(hi.HipbmmInputError, match=r"^out_dtype: "):
+        hi.hipb_mm_fp8(*case.args[:4], None, code)

@@ -54,9 +54,14 @@ def test_hopper_config_refused_off_sm90():
                                                # two-part tiles (n_tail), the widest being 128 + 32
                                                (128, 160, 128, 4, 256), (64, 160, 128, 4, 16), (128, 80, 256, 3, 200), (64, 96, 256, 4, 64),
                                                (64, 80, 256, 6, 1), (64, 48, 256, 6, 16), (128, 96, 128, 4, 128)]
-                         # every two-part config the tuner may time, on whole tiles
+                         # every two-part config the tuner may time, on whole tiles, and every
+                         # (BLOCK_M, width, BLOCK_K) check_config admits, at its deepest ring that fits
                          + [(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["num_stages"], c["BLOCK_M"])
-                            for c in C.hopper_configs() if c["BLOCK_N"] & (c["BLOCK_N"] - 1)])
+                            for c in C.hopper_configs() if c["BLOCK_N"] & (c["BLOCK_N"] - 1)]
+                         + [(bm, bn, bk, max(s for s in range(2, 9) if C.hopper_smem_bytes(
+                             C.make_hopper_config(bm, bn, bk, s)) <= C.HOPPER_SMEM_BYTES), bm)
+                            for bm in (64, 128) for bn in C.TWO_PART_WIDTHS for bk in (128, 256)
+                            if not (bn == 160 and bk == 256)])
 def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
     """The Gluon kernel compiled for sm_90 here, on the CPU (Triton ships ptxas): it must issue
     wgmma and TMA copies and set up the warp-specialised register split, with no local-memory

@@ -174,9 +174,15 @@ def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch, bn):
     plan = P.HopperPlan(config, prepared, torch.device("cpu"))
     seen = []
     plan.fast = recording_launch(seen)
+    expand, encoded = plan.fast._expand, []
+    plan.fast._expand = lambda desc, meta: encoded.append(desc) or expand(desc, meta)
     out = plan(c.A, c.B, c.scale_a, c.scale_b, c.bias)
+    plan(c.A, c.B, c.scale_a, c.scale_b, c.bias, out=out)  # the same addresses: nothing encoded again
     assert out.shape == (5, 256) and out.dtype == torch.bfloat16
-    (args,) = seen
+    # A, then the weight and the output once per part: a one-part tile's repeat is not re-encoded.
+    assert len(encoded) == (3 if bn == 64 else 5)
+    args = seen[0]
+    assert seen[1] == args
     g = prepared.grid
     head = (g[0], g[1], g[2], 77, 42, False, False, None, None, (4, 1, 0), None, None, None)
     assert args[:13] == head
@@ -191,6 +197,26 @@ def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch, bn):
     assert args[13:] == tuple(x for part in expected for x in part)
     assert len(H.ARG_NAMES) == 22 and len(prepared.constexprs) == len(H.ARG_NAMES) - 11
     assert dict(zip(H.ARG_NAMES[11:], prepared.constexprs))["N_TAIL"] == (0 if bn == 64 else 32)
+
+
+def test_hopper_plan_keeps_every_layers_weight_descriptor(monkeypatch):
+    """One plan serves all layers of one weight shape, visited in turn every step: more weights
+    than the activation/output cache holds are each encoded once, not once per call."""
+    H = pytest.importorskip("hipbmm_inductor.ops.triton_fp8_hopper")
+    monkeypatch.setattr(hardware, "sm_count", lambda device: 132)
+    monkeypatch.setattr(P, "current_stream", lambda index: 0)
+    c = make_case(5, 256, 512, bias_dtype=None)
+    config = C.make_hopper_config(64, 64, 128, 4)
+    plan = P.HopperPlan(config, H.prepare(config, 5, 256, 512, False, c.A.device), torch.device("cpu"))
+    plan.fast = recording_launch([])
+    expand, encoded = plan.fast._expand, []
+    plan.fast._expand = lambda desc, meta: encoded.append(desc.base.data_ptr()) or expand(desc, meta)
+    layers = [c.B.clone() for _ in range(P.DESCRIPTOR_CACHE_SIZE + 16)]
+    for _step in range(3):
+        for B in layers:
+            plan(c.A, B, c.scale_a, c.scale_b, None)
+    weights = {B.t().data_ptr() for B in layers}
+    assert sum(1 for p in encoded if p in weights) == len(layers)  # once per layer, over three steps
 
 
 def test_a_refusal_under_a_profiler_is_not_remembered(monkeypatch):

@@ -79,17 +79,24 @@ def test_gpu_relaunch_bit_identical_to_binder(M, N, K, bias, mode):
                                     C.make_config(128, 128, 128, 8, 3, a_tma=1)], ids=["splitk4", "plain", "a_tma"])
 def test_gpu_portable_plan_relaunch(config, monkeypatch):
     """The portable kernel's plans (split-K with its epilogue, A by TMA), forced by config."""
-    be = _fresh_backend()
-    monkeypatch.setattr(be, "_resolve", lambda *a, **k: (config, True))
     monkeypatch.setattr(TB.TritonBackend, "_hopper_usable", staticmethod(lambda A, B: False))
     c = make_case(40, 512, 1024, bias_dtype=torch.bfloat16, device="cuda", seed=9)
+    _forced_plan_matches_binder(config, c, "portable", 3, monkeypatch)
+
+
+def _forced_plan_matches_binder(config, c, kernel, calls, monkeypatch):
+    """A plan built for ``config`` (the tuner bypassed) answers ``calls`` calls, first through Triton's
+    binder, then relaunched, each bit-identical to a plain ``launch`` of the config; returns the last."""
+    be = _fresh_backend()
+    monkeypatch.setattr(be, "_resolve", lambda *a, **k: (config, True))
     ref = T.launch(config, *c.args)
-    outs = [be.run(*c.args) for _ in range(3)]
+    outs = [be.run(*c.args) for _ in range(calls)]
     (plan,) = be._plans.values()
-    assert plan.kernel == "portable"
+    assert plan.kernel == kernel
     if _expect_fast(plan):
         assert plan.fast is not None
     assert all(torch.equal(o, ref) for o in outs)
+    return outs[-1]
 
 
 @pytest.mark.gpu
@@ -102,17 +109,9 @@ def test_gpu_hopper_two_part_plan_relaunch(bn, bk, M, monkeypatch):
     if not T.hopper_path(torch.device("cuda"), torch.float8_e4m3fn):
         pytest.skip("needs sm_90")
     config = C.make_hopper_config(128 if M > 64 else 64, bn, bk, 3)
-    be = _fresh_backend()
-    monkeypatch.setattr(be, "_resolve", lambda *a, **k: (config, True))
     c = make_case(M, 1040, 1024, bias_dtype=torch.bfloat16, device="cuda", seed=bn + M)  # 1040: ragged last tile
-    ref = T.launch(config, *c.args)
-    outs = [be.run(*c.args) for _ in range(4)]
-    (plan,) = be._plans.values()
-    assert plan.kernel == "gluon-sm90"
-    if _expect_fast(plan):
-        assert plan.fast is not None
-    assert all(torch.equal(o, ref) for o in outs)
-    assert_close_to_truth(outs[-1], c, f"{config} M={M}")
+    out = _forced_plan_matches_binder(config, c, "gluon-sm90", 4, monkeypatch)
+    assert_close_to_truth(out, c, f"{config} M={M}")
 
 
 @pytest.mark.gpu

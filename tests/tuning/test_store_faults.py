@@ -320,6 +320,20 @@ def test_rows_a_running_process_measured_before_a_clear_are_not_written_back(tun
     assert row_line(_row(n=96, measured_at=cleared)) in rejected
 
 
+def test_a_row_measured_right_after_a_clear_is_kept(tuning_env):
+    """``cache clear`` then ``tune`` within one second: the new row outlives the clear (the clear
+    returns once the clock has left its mark's second)."""
+    from hipbmm_inductor.tuning.rows import now_utc, read_rows
+
+    store = Store(str(tuning_env))
+    assert store.upsert("cpu", [_row(n=32, measured_at="2026-11-24T02:00:00Z")], "x")
+    store.clear("cpu", "x")
+    fresh = _row(n=64, measured_at=now_utc())
+    assert fresh.measured_at > read_rows(store.path("cpu")).cleared_at
+    assert store.upsert("cpu", [fresh], "x")
+    assert _ns(store.path("cpu")) == {64}
+
+
 @pytest.mark.usefixtures("fake_backend")
 def test_clear_untuned_empties_the_record_file_under_its_lock(tuning_env, capsys):
     tuning.set_record(True)
