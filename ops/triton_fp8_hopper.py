@@ -13,11 +13,16 @@ promotion on (docs/triton.md; ``benchmarks/results/h100/sweep_promoted_portable.
    k % 16`` inside that group's run of ``16 K`` bytes. Read through Triton's generic path, the
    tile must be permuted in registers and written back to shared memory for ``wgmma``. But
    that layout already is ``wgmma``'s *no-swizzle K-major* operand layout: a core matrix is 8
-   rows of 16 bytes, contiguous (``n`` at a 16-byte stride), and a TMA copy of the ``[BLOCK_N /
-   16, 16 BLOCK_K]`` block of the ``[N / 16, 16 K]`` view, which Triton splits into 256-byte-wide
-   messages stacked outermost, lands as ``offset = (k // 16) * 16 BLOCK_N + n * 16 + k % 16``:
-   core matrices ``n // 8`` at a 128-byte stride, K chunks at ``16 BLOCK_N``. A
-   ``SharedLinearLayout`` that says so lets ``wgmma`` read the tile where TMA put it.
+   rows of 16 bytes, contiguous (``n`` at a 16-byte stride). The weight is viewed as ``[K / 16,
+   N / 16, 256]``: 256-byte blocks of 16 rows x 16 K, the K block outermost (strides 256 and
+   ``16 K`` bytes, the inner one the larger). A TMA copy of its ``[BLOCK_K / 16, BLOCK_N / 16,
+   256]`` box lands as ``offset = (k // 16) * 16 BLOCK_N + n * 16 + k % 16``: core matrices
+   ``n // 8`` at a 128-byte stride, K chunks at ``16 BLOCK_N``. A ``SharedLinearLayout`` that
+   says so lets ``wgmma`` read the tile where TMA put it. The same bytes as a 2-D ``[N / 16,
+   16 K]`` box, which Triton issues as ``BLOCK_K / 16`` copies of 256 bytes' width, in one copy:
+   on the H200 1% faster at decode and 2-4% from M = 256 by geomean, the same outputs
+   (``benchmarks/results/h200/ab_w3d_*.json``; on the H100 it was no faster,
+   ``h100/diag_w_copies.json``).
 2. Promotion. Adding each chain of ``wgmma`` into an fp32 accumulator needs the chain finished
    (a wait) and a pass of adds; in one instruction stream the tensor cores idle meanwhile.
    Here the work is warp-specialised: a producer partition (4 warps on 40 registers, one
@@ -142,10 +147,10 @@ def _producer(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M,
                     _tma_load(a_desc, [off_m + j * A_BOX, i * BLOCK_K + c * 128], ready.index(s),
                               a_smem.index(s * A_CHUNKS + c).slice(j * A_BOX, A_BOX, dim=0))
             for h in gl.static_range(N_PARTS):
-                _tma_load(w_desc, [off_n // 16 + h * GROUPS, i * BLOCK_K * 16], ready.index(s),
+                _tma_load(w_desc, [i * (BLOCK_K // 16), off_n // 16 + h * GROUPS, 0], ready.index(s),
                           w_smem.index(s * N_PARTS + h))
             if N_TAIL > 0:
-                _tma_load(w2_desc, [(off_n + HEAD) // 16, i * BLOCK_K * 16], ready.index(s), w2_smem.index(s))
+                _tma_load(w2_desc, [i * (BLOCK_K // 16), (off_n + HEAD) // 16, 0], ready.index(s), w2_smem.index(s))
             it += 1
 
 
@@ -235,10 +240,10 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_
                 mbarrier.arrive(empty.index(s))
                 acc = acc + p
             else:
-                # Each half of the stage's K is a contiguous half of the W buffer (TMA stacks its
-                # 256-byte messages outermost), i.e. a [BLOCK_N, HALF] tile in the same layout.
-                w0 = _as_w_tile(ws.slice(0, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
-                w1 = _as_w_tile(ws.slice(16 * HALF, 16 * HALF, dim=1), BLOCK_N, HALF, W_HALF)
+                # Each half of the stage's K is a contiguous half of the W buffer (the K blocks
+                # are its outermost dimension), i.e. a [BLOCK_N, HALF] tile in the same layout.
+                w0 = _as_w_tile(ws.slice(0, HALF // 16, dim=0), BLOCK_N, HALF, W_HALF)
+                w1 = _as_w_tile(ws.slice(HALF // 16, HALF // 16, dim=0), BLOCK_N, HALF, W_HALF)
                 a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
                 a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
                 p0 = warpgroup_mma(a0, w0, zero, use_acc=False, is_async=True)
@@ -311,10 +316,10 @@ def _consumer_split(a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_
                 mbarrier.arrive(empty.index(s))
                 acc_t = acc_t + pt
             else:
-                h0 = _as_w_tile(wh.slice(0, 16 * HALF, dim=1), HEAD, HALF, W_HEAD)
-                h1 = _as_w_tile(wh.slice(16 * HALF, 16 * HALF, dim=1), HEAD, HALF, W_HEAD)
-                t0 = _as_w_tile(wt.slice(0, 16 * HALF, dim=1), N_TAIL, HALF, W_TAIL)
-                t1 = _as_w_tile(wt.slice(16 * HALF, 16 * HALF, dim=1), N_TAIL, HALF, W_TAIL)
+                h0 = _as_w_tile(wh.slice(0, HALF // 16, dim=0), HEAD, HALF, W_HEAD)
+                h1 = _as_w_tile(wh.slice(HALF // 16, HALF // 16, dim=0), HEAD, HALF, W_HEAD)
+                t0 = _as_w_tile(wt.slice(0, HALF // 16, dim=0), N_TAIL, HALF, W_TAIL)
+                t1 = _as_w_tile(wt.slice(HALF // 16, HALF // 16, dim=0), N_TAIL, HALF, W_TAIL)
                 a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
                 a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
                 # At most two fresh sums live at once (the register budget of a 128 + 32 tile).
@@ -396,7 +401,7 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
     # A: one [BLOCK_M, 128] buffer per 128-byte K chunk (the 128-byte swizzle's width), each
     # filled by its own boxes, so that boxes of fewer rows than BLOCK_M land in place.
     a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES * (BLOCK_K // 128), BLOCK_M, 128], a_desc.layout)
-    w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, HEAD // N_PARTS // 16, 16 * BLOCK_K],
+    w_smem = gl.allocate_shared_memory(w_desc.dtype, [STAGES * N_PARTS, BLOCK_K // 16, HEAD // N_PARTS // 16, 256],
                                        w_desc.layout)
     # One output staging tile per consumer (64 rows, up to 128 columns) for the TMA store.
     c_smem = gl.allocate_shared_memory(c_desc.dtype, [BLOCK_M // 64, 64, HEAD // N_PARTS], c_desc.layout)
@@ -410,7 +415,7 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
     # within the 64K registers of an SM, and room for the accumulator plus the fresh sums.
     # (Gluon takes the partitions as literal (function, args) pairs, hence five spellings.)
     if N_TAIL > 0:
-        w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES, N_TAIL // 16, 16 * BLOCK_K], w2_desc.layout)
+        w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES, BLOCK_K // 16, N_TAIL // 16, 256], w2_desc.layout)
         c2_smem = gl.allocate_shared_memory(c2_desc.dtype, [BLOCK_M // 64, 64, N_TAIL], c2_desc.layout)
         if BLOCK_M == 128:
             gl.warp_specialize([
@@ -464,7 +469,7 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
 # --------------------------------------------------------------------------------------------
 
 _A_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
-_W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
+_W_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=3)
 
 
 
@@ -548,12 +553,12 @@ class Prepared:
     K: int
     grid: tuple[int, int, int]
     a_block: tuple[int, int]
-    w_block: tuple[int, int]
+    w_block: tuple[int, int, int]
     c_block: tuple[int, int]
     c_layout: object
     constexprs: tuple  # HAS_BIAS .. C1, in ARG_NAMES order
     # A two-part tile's second weight box and output box (n_tail); None: one part.
-    w2_block: Optional[tuple[int, int]] = None
+    w2_block: Optional[tuple[int, int, int]] = None
     c2_block: Optional[tuple[int, int]] = None
     c2_layout: object = None
 
@@ -562,12 +567,14 @@ class Prepared:
         the tile's first and second part's boxes; the output, likewise (a one-part tile repeats
         the first: the kernel does not read the second)."""
         M, N, K = self.M, self.N, self.K
-        w_groups = B.t().view(N // 16, 16 * K)  # each row: one 16-row group's run of 16 K bytes
-        w = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], list(self.w_block), _W_LAYOUT)
+        # [K / 16, N / 16, 256]: the 256-byte blocks of 16 rows x 16 K, K block outermost, so that a
+        # stage's weight is one TMA message that lands as wgmma reads it (module docstring).
+        w_shape, w_strides = [K // 16, N // 16, 256], [256, 16 * K, 1]
+        w = TensorDescriptor(B, w_shape, w_strides, list(self.w_block), _W_LAYOUT)
         c = TensorDescriptor(out, [M, N], [N, 1], list(self.c_block), self.c_layout)
         w2, c2 = w, c
         if self.w2_block is not None:
-            w2 = TensorDescriptor(w_groups, [N // 16, 16 * K], [16 * K, 1], list(self.w2_block), _W_LAYOUT)
+            w2 = TensorDescriptor(B, w_shape, w_strides, list(self.w2_block), _W_LAYOUT)
             c2 = TensorDescriptor(out, [M, N], [N, 1], list(self.c2_block), self.c2_layout)
         return TensorDescriptor(A, [M, K], [K, 1], list(self.a_block), _A_LAYOUT), w, w2, c, c2
 
@@ -588,10 +595,10 @@ def prepare(config: dict, M: int, N: int, K: int, has_bias: bool, device: torch.
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     return Prepared(
         M=M, N=N, K=K, grid=(min(tiles, programs or hardware.sm_count(device)), 1, 1),
-        a_block=(a_box, 128), w_block=(box_rows // 16, 16 * bk), c_block=(c_rows, box_rows),
+        a_block=(a_box, 128), w_block=(bk // 16, box_rows // 16, 256), c_block=(c_rows, box_rows),
         c_layout=_c_layout(16, box_rows),  # bf16 output
         constexprs=(has_bias, bm, bn, tail, bk, config["num_stages"], config.get("GROUP_M", 8), a_box, a_n, c0, c1),
-        w2_block=(tail // 16, 16 * bk) if tail else None, c2_block=(c_rows, tail) if tail else None,
+        w2_block=(bk // 16, tail // 16, 256) if tail else None, c2_block=(c_rows, tail) if tail else None,
         c2_layout=_c_layout(16, tail) if tail else None,
     )
 

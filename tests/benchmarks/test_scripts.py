@@ -83,6 +83,9 @@ def test_tables_summarises_a_committed_result_and_names_bad_input(tmp_path):
 # GPU: a short run of each, small enough for the GPU test session ("script:variant" names a
 # second run of one script).
 GPU_RUNS = {
+    # The shipped kernel against itself: the same outputs, so the script's own check passes.
+    "ab_hopper_build.py": ["--old-module", "hipbmm_inductor.ops.triton_fp8_hopper", "--shapes", "4096,4096", "--m",
+                           "1", "--out", "{out}"],
     "host_cost.py": ["--shapes", "4096,4096", "--calls", "20", "--repeats", "2", "--no-compiled", "--out", "{out}"],
     "diag_a_box.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
     "diag_accumulation.py": ["--out", "{out}"],
@@ -115,6 +118,8 @@ def test_gpu_short_run(name, tmp_path):
     ("sweep_triton.py", ["--extra-hopper", "64,64,x,4"], "four integers"),
     ("diag_promotion.py", ["--shapes", "1,a,3"], "--shapes: expected comma-separated integers"),
     ("diag_promotion.py", ["--shapes", "64,128"], "--shapes: expected 'M,N,K;...'"),
+    ("ab_hopper_build.py", ["--old-module", "no/such/build.py"], "--old-module: no such file 'no/such/build.py'"),
+    ("ab_hopper_build.py", ["--old-module", "no_such_module_here"], "--old-module: cannot import"),
 ])
 def test_bad_arguments_are_named_before_any_gpu_work(script, args, says):
     pytest.importorskip("triton.experimental.gluon")  # the sweep checks its extra configs with the kernel's rules

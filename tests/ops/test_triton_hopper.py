@@ -75,7 +75,7 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
     head = min(bn - tail, 128)  # A 256-wide tile is loaded as two 128-row boxes (triton_fp8_hopper.launch).
 
     def w_desc(cols):
-        return f"tensordesc<fp8e4nv[{cols // 16}, {16 * bk}],{layout.format(0)}>"
+        return f"tensordesc<fp8e4nv[{bk // 16}, {cols // 16}, 256],{layout.format(0).replace('rank=2', 'rank=3')}>"
 
     def c_desc(cols):
         # The output is written by TMA from 64-row staging tiles, up to 128 columns wide.

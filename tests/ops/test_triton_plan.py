@@ -186,13 +186,13 @@ def test_hopper_relaunch_passes_what_the_kernel_signature_says(monkeypatch, bn):
     g = prepared.grid
     head = (g[0], g[1], g[2], 77, 42, False, False, None, None, (4, 1, 0), None, None, None)
     assert args[:13] == head
-    w_groups = c.B.t().view(256 // 16, 16 * 512)
     first, second = (64, 64) if bn == 64 else (64, 32)
-    w = ("desc", w_groups.data_ptr(), 16, 16 * 512, 16 * 512, 1)
+    # The weight as [K / 16, N / 16, 256] blocks of 16 rows x 16 K (K block outermost).
+    w = ("desc", c.B.data_ptr(), 512 // 16, 256 // 16, 256, 256, 16 * 512, 1)
     o = ("desc", out.data_ptr(), 5, 256, 256, 1)
-    # A in 8-row boxes up to M = 5; weight boxes of (columns / 16) groups of 16 x BLOCK_K bytes.
-    expected = (("desc", c.A.data_ptr(), 5, 512, 512, 1, 8, 128), w + (first // 16, 16 * 128),
-                w + (second // 16, 16 * 128), (c.scale_a.data_ptr(), c.scale_b.data_ptr(), c.bias.data_ptr()),
+    # A in 8-row boxes up to M = 5; weight boxes of BLOCK_K / 16 blocks x (columns / 16) groups.
+    expected = (("desc", c.A.data_ptr(), 5, 512, 512, 1, 8, 128), w + (128 // 16, first // 16, 256),
+                w + (128 // 16, second // 16, 256), (c.scale_a.data_ptr(), c.scale_b.data_ptr(), c.bias.data_ptr()),
                 o + (8, first), o + (8, second), (5, 256, 512, *prepared.constexprs))
     assert args[13:] == tuple(x for part in expected for x in part)
     assert len(H.ARG_NAMES) == 22 and len(prepared.constexprs) == len(H.ARG_NAMES) - 11
