@@ -11,10 +11,10 @@ from typing import Optional
 
 from hipbmm_inductor import envs
 
-__all__ = ["under_vllm", "switch_reason", "aiter_installed", "import_aiter"]
+__all__ = ["VLLM_FLAGS", "under_vllm", "switch_reason", "aiter_installed", "import_aiter"]
 
 # vLLM's switches for its hipBLASLt linear path (docs/contract.md, "vLLM"): all on, or aiter is off there.
-_VLLM_FLAGS = ("VLLM_ROCM_USE_AITER", "VLLM_ROCM_USE_AITER_LINEAR", "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM")
+VLLM_FLAGS = ("VLLM_ROCM_USE_AITER", "VLLM_ROCM_USE_AITER_LINEAR", "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM")
 
 
 def under_vllm() -> bool:
@@ -25,7 +25,7 @@ def under_vllm() -> bool:
 def switch_reason() -> Optional[str]:
     """Why the user's switches keep aiter off (``None`` when they allow it)."""
     if under_vllm():
-        off = [name for name in _VLLM_FLAGS if not getattr(envs, name)]
+        off = [name for name in VLLM_FLAGS if not getattr(envs, name)]
         if off:
             return (
                 "running under vLLM, whose switches for its hipBLASLt linear path are off ("

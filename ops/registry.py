@@ -21,6 +21,7 @@ import torch
 
 from hipbmm_inductor import envs, hardware
 
+from .aiter_gating import VLLM_FLAGS
 from .errors import BackendUnavailableError
 
 __all__ = [
@@ -159,8 +160,7 @@ def reset_selection() -> None:
 
 
 # Settings that decide which backends `auto` finds usable, beside HIPBMM_BACKEND (the memo's key).
-_SELECTION_SETTINGS = frozenset({"HIPBMM_USE_AITER", "VLLM_ROCM_USE_AITER", "VLLM_ROCM_USE_AITER_LINEAR",
-                                 "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM", "TRITON_INTERPRET"})
+_SELECTION_SETTINGS = frozenset({"HIPBMM_USE_AITER", "TRITON_INTERPRET", *VLLM_FLAGS})
 
 
 def _on_override(name: str) -> None:

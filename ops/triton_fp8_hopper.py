@@ -14,8 +14,9 @@ promotion on (docs/triton.md; ``benchmarks/results/h100/sweep_promoted_portable.
    tile must be permuted in registers and written back to shared memory for ``wgmma``. But
    that layout already is ``wgmma``'s *no-swizzle K-major* operand layout: a core matrix is 8
    rows of 16 bytes, contiguous (``n`` at a 16-byte stride). The weight is viewed as ``[K / 16,
-   N / 16, 256]``: 256-byte blocks of 16 rows x 16 K, the K block outermost (strides 256 and
-   ``16 K`` bytes, the inner one the larger). A TMA copy of its ``[BLOCK_K / 16, BLOCK_N / 16,
+   N / 16, 256]``: 256-byte blocks of 16 rows x 16 K, the K block the outermost dimension though
+   its stride (256 bytes) is the smaller, the 16-row group inside it at ``16 K`` bytes; TMA takes
+   strides in any order. A TMA copy of its ``[BLOCK_K / 16, BLOCK_N / 16,
    256]`` box lands as ``offset = (k // 16) * 16 BLOCK_N + n * 16 + k % 16``: core matrices
    ``n // 8`` at a 128-byte stride, K chunks at ``16 BLOCK_N``. A ``SharedLinearLayout`` that
    says so lets ``wgmma`` read the tile where TMA put it. The same bytes as a 2-D ``[N / 16,

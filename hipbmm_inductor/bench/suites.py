@@ -43,9 +43,13 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 
 def parse_ints(text: str, arg: str) -> list[int]:
-    """Comma-separated positive integers; errors name ``arg``."""
+    """Comma-separated positive integers; errors name ``arg``. An empty item (``1,,2``, a trailing
+    comma) is an error, not skipped: it is more likely a lost number than a stray comma."""
+    items = text.split(",")
+    if any(not x.strip() for x in items) and text.strip():
+        raise ValueError(f"{arg}: empty item in {text!r} (expected comma-separated integers)")
     try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
+        vals = [int(x) for x in items if x.strip()]
     except ValueError:
         raise ValueError(f"{arg}: expected comma-separated integers, got {text!r}")
     if not vals or min(vals) < 1:

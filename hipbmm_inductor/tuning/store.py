@@ -49,6 +49,10 @@ __all__ = ["Store", "WriteReport"]
 log = logging.getLogger("hipbmm_inductor")
 
 
+class NewerFormat(RuntimeError):
+    """A cache file written by a later release, in a format this one reads but does not write."""
+
+
 @dataclass
 class WriteReport:
     """What one locked rewrite did (``Store.upsert``, ``merge``, ``rewrite``, ``clear``)."""
@@ -123,8 +127,8 @@ class Store:
             loaded = read_rows(real)
             self._report(path, loaded)
             if loaded.newer_format:
-                raise RuntimeError(f"{path} is in format {loaded.newer_format}, which this release does not write: "
-                                   f"left as it is (use a cache folder of its own for this release)")
+                raise NewerFormat(f"{path} is in format {loaded.newer_format}, which this release does not write: "
+                                  f"left as it is (use a cache folder of its own for this release)")
             removed: list[tuple[str, str]] = [(line, "unreadable line") for line in loaded.bad_lines]
             removed += [(line, f"duplicate key: kept the row measured at {kept.measured_at}")
                         for line, kept in loaded.duplicates]
@@ -186,6 +190,11 @@ class Store:
 
             try:
                 self._rewrite(arch, written_by, change)
+            except NewerFormat as e:  # a later release's file: never rewritten, so no folder advice
+                self.memory_only = True
+                self._warn_once("newer-format", self.path(arch),
+                                "hipbmm_inductor tuning cache: %s; tuned results are kept in memory", e)
+                return False
             except Exception as e:  # OSError, filelock.Timeout: keep going in memory, retry later
                 self.memory_only = True
                 self._warn_once(

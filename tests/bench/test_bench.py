@@ -94,10 +94,15 @@ def test_block_bench_refuses_bad_arguments_in_one_line(argv, needle, tmp_path, c
     assert needle in err and "Traceback" not in err and not out.exists()
 
 
-@pytest.mark.parametrize("text", ["", "0,1", "1,x"])
+@pytest.mark.parametrize("text", ["", "0,1", "1,x", "1,,2", "1,16,", ",1", " , "])
 def test_parse_ints_names_the_argument(text):
     with pytest.raises(ValueError, match="--m"):
         suites.parse_ints(text, "--m")
+
+
+@pytest.mark.parametrize("text,ints", [("1", [1]), ("1,16,64", [1, 16, 64]), (" 1 , 16 ", [1, 16])])
+def test_parse_ints_reads_what_it_is_given(text, ints):
+    assert suites.parse_ints(text, "--m") == ints
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")

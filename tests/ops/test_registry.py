@@ -147,3 +147,17 @@ def test_a_bad_setting_read_by_a_probe_is_raised_not_passed_over(monkeypatch):
         registry.availability("probe-reads-env", torch.device("cpu"))
     monkeypatch.setenv("HIPBMM_USE_AITER", "1")
     assert registry.availability("probe-reads-env", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["HIPBMM_USE_AITER", "TRITON_INTERPRET", "VLLM_ROCM_USE_AITER",
+                                  "VLLM_ROCM_USE_AITER_LINEAR", "VLLM_ROCM_USE_AITER_LINEAR_HIPBMM"])
+def test_a_setting_that_decides_auto_forgets_its_choice(name, scratch_backend):
+    """`auto` memoises its backend per device; overriding a setting that changes which backends
+    are usable (aiter's switches and vLLM's, the interpreter) makes the next call choose again."""
+    registry._selected["sentinel"] = object()
+    try:
+        envs.set_override(name, True)
+        assert "sentinel" not in registry._selected
+    finally:
+        envs.set_override(name, None)
+        registry.reset_selection()
