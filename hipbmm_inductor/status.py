@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -138,6 +137,7 @@ def status(device: Optional[torch.device | str] = None) -> Status:
     # NOTE: importing the tuner costs about as much as the rest of the package (`python -X importtime`
     # shows it): the first status() loads it, not `import hipbmm_inductor`.
     from . import tuning
+    from .tuning.store import Store
 
     device = torch.device(device) if device is not None else _default_device()
     name = hardware.device_name(device)
@@ -154,9 +154,9 @@ def status(device: Optional[torch.device | str] = None) -> Status:
     chosen, err = None, None
     config_errors = envs.problems()
     folder = _guarded(tuning.cache_dir) if tuning_mode != _INVALID else None
-    if isinstance(folder, str) and os.path.exists(folder) and not os.path.isdir(folder):
-        # As the cache and tune commands refuse it: every tuned result would stay in memory.
-        config_errors.append(f"HIPBMM_TUNING_CACHE / tuning.set_cache_dir: {folder} is a file, not a folder")
+    problem = Store(folder).folder_problem() if isinstance(folder, str) else None
+    if problem:  # as the cache and tune commands refuse it
+        config_errors.append(f"HIPBMM_TUNING_CACHE / tuning.set_cache_dir: {problem}")
     try:
         chosen = registry.backend_for(device).name
     except BackendUnavailableError as e:

@@ -28,9 +28,9 @@ def store_for(args: argparse.Namespace):
     if args.cache_dir:
         tuning.set_cache_dir(args.cache_dir)
     store = tuning.tuner().store
-    if os.path.exists(store.folder) and not os.path.isdir(store.folder):
-        # Else every action would report an empty cache and tune would keep its rows in memory.
-        raise ValueError(f"HIPBMM_TUNING_CACHE / --cache-dir: {store.folder} is a file, not a folder")
+    problem = store.folder_problem()
+    if problem:
+        raise ValueError(f"HIPBMM_TUNING_CACHE / --cache-dir: {problem}")
     return store
 
 

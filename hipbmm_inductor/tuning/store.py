@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from .files import file_lock, write_atomically
 from .key import safe_arch
@@ -80,6 +80,13 @@ class Store:
         self._pending: dict[str, dict[tuple, Row]] = {}  # arch -> rows not yet on disk
         self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+
+    def folder_problem(self) -> Optional[str]:
+        """Why this folder cannot hold the cache, or ``None``: a path that exists and is not a folder
+        (every tuned result would stay in memory and every read would find nothing)."""
+        if os.path.exists(self.folder) and not os.path.isdir(self.folder):
+            return f"{self.folder} is a file, not a folder"
+        return None
 
     def path(self, arch: str) -> str:
         return os.path.join(self.folder, f"tuning-{safe_arch(arch)}.csv")
