@@ -34,10 +34,11 @@ matched exactly as the owner matches them, and ``0/false/no/off``.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-__all__ = ["ENV_VARS", "BACKEND_NAMES", "TUNING_MODES", "ACCUMULATION_MODES", "FLAG_VALUES", "problems"]
+__all__ = ["ENV_VARS", "BACKEND_NAMES", "TUNING_MODES", "ACCUMULATION_MODES", "FLAG_VALUES", "problems", "set_override", "overriding"]
 
 BACKEND_NAMES = ("auto", "reference", "triton", "aiter")
 TUNING_MODES = ("off", "cache", "online")
@@ -185,6 +186,20 @@ def set_override(name: str, value: object) -> None:
         _overrides[name] = value
     for listener in list(_listeners):
         listener(name)
+
+
+@contextmanager
+def overriding(settings: dict) -> Iterator[None]:
+    """:func:`set_override` for each of ``settings`` (name -> value) over a block; after it, each
+    setting has its previous override again (or none)."""
+    previous = {name: _overrides.get(name) for name in settings}
+    try:
+        for name, value in settings.items():
+            set_override(name, value)
+        yield
+    finally:
+        for name, value in previous.items():
+            set_override(name, value)
 
 
 # Called with the variable's name after every set_override: what memoises a decision made from a

@@ -166,3 +166,18 @@ def test_an_override_that_decides_selection_resets_it(monkeypatch):
         assert not registry._selected
     finally:
         envs.set_override("HIPBMM_USE_AITER", None)
+
+
+def test_overriding_puts_back_what_was_there_even_on_error(monkeypatch):
+    monkeypatch.setenv("HIPBMM_BACKEND", "reference")
+    envs.set_override("HIPBMM_TUNING", "off")
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with envs.overriding({"HIPBMM_TUNING": "cache", "HIPBMM_BACKEND": "triton"}):
+                assert envs.HIPBMM_TUNING == "cache" and envs.HIPBMM_BACKEND == "triton"
+                raise RuntimeError("inside")
+        # The earlier override is back; the setting that had none follows the environment again.
+        assert envs.HIPBMM_TUNING == "off" and envs.HIPBMM_BACKEND == "reference"
+        assert "HIPBMM_BACKEND" not in envs._overrides
+    finally:
+        envs.set_override("HIPBMM_TUNING", None)

@@ -100,31 +100,26 @@ def _tune_specs_online(specs: list[ShapeSpec], device: torch.device, force: bool
     results, failures = [], 0
     for spec in _progress(specs, "tuning"):
         label = spec.label or f"{spec.m}x{spec.n}x{spec.k}"
-        previous = {name: envs._overrides.get(name) for name, _ in spec.settings}
         try:
-            for name, value in spec.settings:
-                envs.set_override(name, value)
-            if spec.backend:
-                registry.set_backend(spec.backend)
-            backend = registry.backend_for(device)
-            args = _inputs(spec, device, seed=spec.m * 31 + spec.n * 7 + spec.k)
-            check_inputs(*args)
-            before = dict(t.counters)
-            if force:
-                with tuning.forcing():
+            with envs.overriding(dict(spec.settings)):
+                if spec.backend:
+                    registry.set_backend(spec.backend)
+                backend = registry.backend_for(device)
+                args = _inputs(spec, device, seed=spec.m * 31 + spec.n * 7 + spec.k)
+                check_inputs(*args)
+                before = dict(t.counters)
+                if force:
+                    with tuning.forcing():
+                        backend.run(*args)
+                else:
                     backend.run(*args)
-            else:
-                backend.run(*args)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            delta = {k: t.counters[k] - before.get(k, 0) for k in t.counters}
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                delta = {k: t.counters[k] - before.get(k, 0) for k in t.counters}
         except Exception as e:  # one bad shape must not stop a long offline run
             failures += 1
             results.append({"shape": label, "status": "error", "error": f"{type(e).__name__}: {e}"})
             continue
-        finally:
-            for name, value in previous.items():
-                envs.set_override(name, value)
         if delta["tuned"]:
             status = "tuned"
         elif delta["hits"]:
