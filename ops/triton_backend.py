@@ -182,7 +182,8 @@ class TritonBackend:
                 "or symbolic M")
 
     @staticmethod
-    def _gluon_ready(device: torch.device) -> bool:
+    def _gluon_ready(device: torch.device, fp8: torch.dtype = torch.float8_e4m3fn) -> bool:
+        """Whether the sm_90 Gluon kernel serves ``fp8`` operands on ``device`` (else the portable one)."""
         device = torch.device(device)
         if device.type != "cuda" or hardware.is_rocm() or envs.TRITON_INTERPRET:
             return False
@@ -191,7 +192,7 @@ class TritonBackend:
         from .triton_fp8_gemm import hopper_path  # imports triton
 
         return hopper_path(device if device.index is not None else torch.device("cuda", torch.cuda.current_device()),
-                           torch.float8_e4m3fn)
+                           fp8)
 
     # -- the per-call path ------------------------------------------------------------------
     def run(self, A, B, scale_a, scale_b, bias, out_dtype, out=None) -> torch.Tensor:
@@ -316,13 +317,7 @@ class TritonBackend:
         ``extra`` (``{variable: value}``), so that ``tune --from`` can tune a shape the way it was
         recorded; ``ValueError`` naming the mismatch where no setting here would."""
         fast, gluon = _parse_extra(extra)
-        device = torch.device(device)
-        gluon_here = False
-        if device.type == "cuda" and not envs.TRITON_INTERPRET and fp8 is not None:
-            from .triton_fp8_gemm import hopper_path  # imports triton
-
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            gluon_here = hopper_path(torch.device("cuda", index), fp8)
+        gluon_here = fp8 is not None and self._gluon_ready(device, fp8)
         if gluon != gluon_here:
             raise ValueError(f"recorded on the {'gluon' if gluon else 'portable'} kernel; the "
                              f"{'gluon' if gluon_here else 'portable'} kernel runs this shape here")

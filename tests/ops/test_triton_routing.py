@@ -16,7 +16,7 @@ from hipbmm_inductor.ops.triton_backend import TritonBackend
 
 @pytest.fixture
 def sm90(monkeypatch):
-    monkeypatch.setattr(TritonBackend, "_gluon_ready", staticmethod(lambda device: True))
+    monkeypatch.setattr(TritonBackend, "_gluon_ready", staticmethod(lambda device, fp8=None: True))
     return TritonBackend()
 
 
