@@ -37,14 +37,20 @@ DEFAULT_SHAPES = ";".join(f"{n},{k}" for suite in ("llama3-8b", "llama3-70b", "q
 
 
 def load_build(spec: str):
-    """A module from a file path (``.py``) or an import path."""
+    """A module from a file path (``.py``: a copy of ``ops/triton_fp8_hopper.py``, loaded inside
+    ``hipbmm_inductor.ops`` so that its relative imports resolve) or an import path."""
     if spec.endswith(".py"):
         if not os.path.isfile(spec):
             raise ValueError(f"--old-module: no such file {spec!r}")
-        loader = importlib.util.spec_from_file_location("old_triton_fp8_hopper", spec)
+        name = "hipbmm_inductor.ops._ab_old_build"
+        loader = importlib.util.spec_from_file_location(name, spec)
         module = importlib.util.module_from_spec(loader)
-        sys.modules[loader.name] = module  # its dataclasses look their module up there
-        loader.loader.exec_module(module)
+        sys.modules[name] = module  # its dataclasses look their module up there
+        try:
+            loader.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise ValueError(f"--old-module: {spec!r} does not load ({type(e).__name__}: {e})") from None
         return module
     try:
         return importlib.import_module(spec)

@@ -27,7 +27,7 @@ deeper rings, with the stage limit relaxed in a build not shipped), ``h100/diag_
 (configs run two programs per SM, a launcher option not shipped), ``h100/diag_decode_probe.json``
 (``--old-module`` naming a copy of the kernel whose consumer skips the MMA, with
 ``--no-check-old``; shapes down to K = 256, one stage), ``h100/diag_w_copies.json``
-(``--old-module`` on the shipped kernel against a 3-D W copy build), ``h100/diag_direct_store.json``
+(``--old-module`` on the kernel of then, 2-D W boxes, against a 3-D W copy build), ``h100/diag_direct_store.json``
 (the same against a build storing the output from registers), ``h100/diag_m256.json``
 (tiles at M = 256). Each file's ``note`` says what its columns were.
 

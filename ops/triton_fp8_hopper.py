@@ -568,6 +568,10 @@ class Prepared:
         the tile's first and second part's boxes; the output, likewise (a one-part tile repeats
         the first: the kernel does not read the second)."""
         M, N, K = self.M, self.N, self.K
+        if B.shape != (K, N) or B.stride() != (1, K):
+            # The descriptor takes only B's address: a view of another layout would be read wrongly.
+            raise ValueError(f"hopper kernel: B must be the [K, N] = [{K}, {N}] prepacked weight with strides "
+                             f"(1, {K}), got shape {tuple(B.shape)} and strides {B.stride()}")
         # [K / 16, N / 16, 256]: the 256-byte blocks of 16 rows x 16 K, K block outermost, so that a
         # stage's weight is one TMA message that lands as wgmma reads it (module docstring).
         w_shape, w_strides = [K // 16, N // 16, 256], [256, 16 * K, 1]

@@ -94,9 +94,11 @@ def test_block_bench_refuses_bad_arguments_in_one_line(argv, needle, tmp_path, c
     assert needle in err and "Traceback" not in err and not out.exists()
 
 
-@pytest.mark.parametrize("text", ["", "0,1", "1,x", "1,,2", "1,16,", ",1", " , "])
-def test_parse_ints_names_the_argument(text):
-    with pytest.raises(ValueError, match="--m"):
+@pytest.mark.parametrize("text,rule", [("", "positive integers"), ("0,1", "positive integers"),
+                                       ("1,x", "comma-separated integers"), ("1,,2", "empty item"),
+                                       ("1,16,", "empty item"), (",1", "empty item"), (" , ", "empty item")])
+def test_parse_ints_names_the_argument(text, rule):
+    with pytest.raises(ValueError, match=f"--m: .*{rule}"):
         suites.parse_ints(text, "--m")
 
 

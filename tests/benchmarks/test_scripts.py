@@ -125,3 +125,20 @@ def test_bad_arguments_are_named_before_any_gpu_work(script, args, says):
     pytest.importorskip("triton.experimental.gluon")  # the sweep checks its extra configs with the kernel's rules
     r = _run([os.path.join(BENCH, script), *args], timeout=120)
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+
+
+def test_ab_build_loads_a_copy_of_the_kernel_module(tmp_path):
+    """``--old-module`` given as a file: a pristine copy of ``ops/triton_fp8_hopper.py`` (relative
+    imports and dataclasses included) loads; a file that does not is named, not a traceback."""
+    pytest.importorskip("triton.experimental.gluon")
+    spec = importlib.util.spec_from_file_location("bench_ab_hopper_build", os.path.join(BENCH, "ab_hopper_build.py"))
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    copy = tmp_path / "old_triton_fp8_hopper.py"
+    copy.write_text(open(os.path.join(ROOT, "ops", "triton_fp8_hopper.py")).read())
+    old = ab.load_build(str(copy))
+    assert callable(old.prepare) and callable(old.run_prepared) and old.ARG_NAMES
+    broken = tmp_path / "broken.py"
+    broken.write_text("from .no_such_module import x\n")
+    with pytest.raises(ValueError, match="--old-module: .*broken.py.* does not load"):
+        ab.load_build(str(broken))

@@ -156,8 +156,11 @@ def test_a_setting_that_decides_auto_forgets_its_choice(name, scratch_backend):
     are usable (aiter's switches and vLLM's, the interpreter) makes the next call choose again."""
     registry._selected["sentinel"] = object()
     try:
+        envs.set_override("HIPBMM_LOWERING", True)  # a setting that does not change what auto finds
+        assert "sentinel" in registry._selected
         envs.set_override(name, True)
         assert "sentinel" not in registry._selected
     finally:
         envs.set_override(name, None)
+        envs.set_override("HIPBMM_LOWERING", None)
         registry.reset_selection()

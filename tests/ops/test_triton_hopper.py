@@ -95,7 +95,9 @@ def test_hopper_kernel_compiles_for_sm90(bm, bn, bk, stages, m, tmp_path):
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
     ptx = ck.asm["ptx"]
     assert ptx.count("wgmma.mma_async") >= 2 and "setmaxnreg" in ptx
-    assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::\w+\.global", ptx), "operands are not loaded by TMA"
+    assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::\w+\.global", ptx), "A is not loaded by TMA"
+    # The weight: one 3-D copy per stage and part (the [K / 16, N / 16, 256] view), not 256-byte-wide 2-D boxes.
+    assert re.search(r"cp\.async\.bulk\.tensor\.3d\.shared::\w+\.global", ptx), "W is not one 3-D TMA copy"
     assert "cp.async.bulk.tensor.2d.global.shared" in ptx, "the output is not stored by TMA"
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if os.path.exists(cuobjdump):
@@ -263,3 +265,19 @@ def test_gpu_hopper_falls_back_on_misaligned_a_and_on_failure(monkeypatch, caplo
         T._hopper_failed.clear()
         T.hopper_path.cache_clear()
 
+
+
+@needs_gluon
+def test_descriptors_refuse_a_weight_of_another_layout():
+    """The weight's TMA descriptor takes B's address only: a B that is not the [K, N] prepacked
+    weight with strides (1, K) (a plain [K, N] tensor, a K-slice of a larger weight) is refused
+    by name instead of being read as if it were."""
+    c = make_case(5, 256, 512, bias_dtype=None)
+    p = H.prepare(C.make_hopper_config(64, 64, 128, 4), 5, 256, 512, False, c.A.device, programs=132)
+    out = torch.empty(5, 256, dtype=torch.bfloat16)
+    p.descriptors(c.A, c.B, out)  # the prepacked weight
+    plain = c.B.contiguous()  # [K, N], strides (N, 1)
+    wider = torch.empty(1024, 256, dtype=c.B.dtype).t().contiguous().t()[:512]  # strides (1, 1024)
+    for bad in (plain, wider):
+        with pytest.raises(ValueError, match=r"B must be the \[K, N\] = \[512, 256\] prepacked weight"):
+            p.descriptors(c.A, bad, out)
