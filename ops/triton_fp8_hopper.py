@@ -108,6 +108,14 @@ else:
 
 
 @gluon.jit
+def _w_half(buf, j: gl.constexpr, rows: gl.constexpr, half: gl.constexpr, layout: gl.constexpr):
+    """Half ``j`` of a stage's K in a weight buffer, as ``wgmma``'s operand: the K blocks are the
+    buffer's outermost dimension, so each half is a contiguous ``[rows, half]`` tile in the same
+    layout as the whole."""
+    return _as_w_tile(buf.slice(j * (half // 16), half // 16, dim=0), rows, half, layout)
+
+
+@gluon.jit
 def _tile_offsets(tile, M, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr):
     """Grouped order: GROUP_M row blocks sweep N together, so the tiles in flight at once (ids
     ``t .. t + grid``) share W panels and A rows in L2."""
@@ -241,10 +249,8 @@ def _consumer(a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_
                 mbarrier.arrive(empty.index(s))
                 acc = acc + p
             else:
-                # Each half of the stage's K is a contiguous half of the W buffer (the K blocks
-                # are its outermost dimension), i.e. a [BLOCK_N, HALF] tile in the same layout.
-                w0 = _as_w_tile(ws.slice(0, HALF // 16, dim=0), BLOCK_N, HALF, W_HALF)
-                w1 = _as_w_tile(ws.slice(HALF // 16, HALF // 16, dim=0), BLOCK_N, HALF, W_HALF)
+                w0 = _w_half(ws, 0, BLOCK_N, HALF, W_HALF)
+                w1 = _w_half(ws, 1, BLOCK_N, HALF, W_HALF)
                 a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
                 a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
                 p0 = warpgroup_mma(a0, w0, zero, use_acc=False, is_async=True)
@@ -317,10 +323,10 @@ def _consumer_split(a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_
                 mbarrier.arrive(empty.index(s))
                 acc_t = acc_t + pt
             else:
-                h0 = _as_w_tile(wh.slice(0, HALF // 16, dim=0), HEAD, HALF, W_HEAD)
-                h1 = _as_w_tile(wh.slice(HALF // 16, HALF // 16, dim=0), HEAD, HALF, W_HEAD)
-                t0 = _as_w_tile(wt.slice(0, HALF // 16, dim=0), N_TAIL, HALF, W_TAIL)
-                t1 = _as_w_tile(wt.slice(HALF // 16, HALF // 16, dim=0), N_TAIL, HALF, W_TAIL)
+                h0 = _w_half(wh, 0, HEAD, HALF, W_HEAD)
+                h1 = _w_half(wh, 1, HEAD, HALF, W_HEAD)
+                t0 = _w_half(wt, 0, N_TAIL, HALF, W_TAIL)
+                t1 = _w_half(wt, 1, N_TAIL, HALF, W_TAIL)
                 a0 = _a_tile(a_smem, s, 0, HALF, PART, ROWS, A_CHUNKS)
                 a1 = _a_tile(a_smem, s, HALF, HALF, PART, ROWS, A_CHUNKS)
                 # At most two fresh sums live at once (the register budget of a 128 + 32 tile).

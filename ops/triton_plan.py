@@ -176,7 +176,6 @@ class HopperPlan(_Plan):
                         *self._tail)
         return out
 
-
     @staticmethod
     def _pair(fast, index: int, first, second) -> tuple:
         # A one-part tile passes the same descriptor twice: encoded once.
