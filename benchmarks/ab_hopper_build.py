@@ -125,8 +125,9 @@ def main() -> None:
             print(f"{N}x{K} M={M}: cuBLASLt {times[0]:.1f} us; new/old {ratio:.3f} over {len(pairs)} configs; "
                   f"{'same' if all(c['same'] for c in row['configs']) else 'OUTPUTS DIFFER'}", flush=True)
             sets.clear()
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+            # Written after every point: a run cut short by a time limit keeps what it measured.
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -89,30 +89,57 @@ def _empty_kernel(out):
 READERS = [(1, 4096, 8), (2, 4096, 4), (4, 2048, 4), (8, 1024, 4)]
 
 
-def _hopper_config(spec: str) -> dict:
-    """``64x32x256/6`` -> the sm_90 config (BLOCK_M x BLOCK_N x BLOCK_K / stages)."""
+def _hopper_config(spec: str) -> tuple:
+    """``64x32x256/6`` -> (the sm_90 config BLOCK_M x BLOCK_N x BLOCK_K / stages, None); a suffix
+    ``@P`` runs it on a persistent grid of P programs, ``@balanced`` on as few as keep its waves
+    (:func:`balanced_programs`); ``heuristic@...`` names the heuristic's config of each point."""
+    tile, _, grid = spec.partition("@")
     try:
-        tile, stages = spec.split("/")
+        if grid and grid != "balanced" and not (grid.isdigit() and int(grid) > 0):
+            raise ValueError(f"the grid after @ must be a positive count or 'balanced', got {grid!r}")
+        if tile == "heuristic":
+            return None, grid or None
+        tile, stages = tile.split("/")
         bm, bn, bk = (int(x) for x in tile.split("x"))
         config = C.make_hopper_config(bm, bn, bk, int(stages))
         H.check_config(config, bk)
     except ValueError as e:
-        raise SystemExit(f"--configs: expected BLOCK_MxBLOCK_NxBLOCK_K/stages of a valid sm_90 config, "
-                         f"got {spec!r} ({e})")
-    return config
+        raise SystemExit(f"--configs: expected BLOCK_MxBLOCK_NxBLOCK_K/stages (or 'heuristic') of a valid sm_90 "
+                         f"config, optionally @programs or @balanced, got {spec!r} ({e})")
+    return config, grid or None
+
+
+def balanced_programs(tiles: int, sms: int) -> int:
+    """The fewest programs that take ``tiles`` in as many waves as ``sms`` programs do: every
+    program gets the same number of tiles (448 tiles on 132 SMs: 112 programs of 4 tiles, not 52
+    programs of 4 and 80 of 3)."""
+    waves = -(-tiles // sms)
+    return -(-tiles // waves)
+
+
+def _programs(grid, config: dict, M: int, N: int, sms: int):
+    if grid is None:
+        return None
+    if grid == "balanced":
+        return balanced_programs(-(-M // config["BLOCK_M"]) * -(-N // config["BLOCK_N"]), sms)
+    return int(grid)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shapes", default="4096,4096;6144,4096;4096,14336;8192,8192")
     p.add_argument("--m", default="1,16,64")
-    p.add_argument("--configs", default="", help="extra sm_90 configs, e.g. 64x32x256/4,64x64x128/6")
+    p.add_argument("--configs", default="",
+                   help="extra sm_90 configs, e.g. 64x32x256/4,64x64x128/6@112,heuristic@balanced")
+    p.add_argument("--no-readers", dest="readers", action="store_false",
+                   help="time only the GEMMs (no reader, copy or empty-kernel columns)")
     p.add_argument("--old-module", default=None,
                    help="import path of another build of triton_fp8_hopper to time next to this one")
     p.add_argument("--no-check-old", dest="check_old", action="store_false",
                    help="do not require --old-module's output to equal ours (a probe that skips work)")
     p.add_argument("--once", action="store_true",
                    help="launch ours and the 8-programs-per-SM reader 3 times each, no timing")
+    p.add_argument("--note", default="", help="what this run's columns were, kept in the output")
     p.add_argument("--out", default="diag_decode.json")
     args = p.parse_args()
     dev = torch.device("cuda")
@@ -154,14 +181,22 @@ def main() -> None:
                 "copy": lambda i: dst[i].copy_(src[i]),
                 "empty": lambda i: _empty_kernel[(sms,)](sink),
             }
-            for per_sm, block, warps in READERS:
+            if not args.readers:
+                for k in ("copy", "empty"):
+                    del calls[k]
+            for per_sm, block, warps in READERS if args.readers else ():
                 calls[f"read_{per_sm}x{block}w{warps}"] = (
                     lambda i, g=per_sm * sms, b=block, w=warps:
                     _read_kernel[(g,)](words[i], sink, words[i].numel(), BLOCK=b, num_warps=w))
-            for spec, extra in extras:
-                if C.fits(extra, N, K):
-                    calls[spec] = lambda i, c=extra: H.launch(c, sets[i].A, sets[i].B, sets[i].scale_a,
-                                                              sets[i].scale_b, None, torch.bfloat16)
+            for spec, (extra, grid) in extras:
+                c = extra or cfg
+                if not c.get("HOPPER") or not C.fits(c, N, K) or K % c["BLOCK_K"]:
+                    continue
+                programs = _programs(grid, c, M, N, sms)
+                if extra is None and programs in (None, sms):
+                    continue  # the heuristic's config on its own grid: the ours column
+                calls[spec] = lambda i, c=c, g=programs: H.launch(c, sets[i].A, sets[i].B, sets[i].scale_a,
+                                                                  sets[i].scale_b, None, torch.bfloat16, g)
             if old is not None and cfg.get("HOPPER"):
                 calls["old"] = lambda i: old.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b,
                                                     None, torch.bfloat16)
@@ -172,7 +207,8 @@ def main() -> None:
             row = {"N": N, "K": K, "M": M, "config": cfg,
                    "floor_us": nbytes / bw * 1e6}
             row.update({f"{k}_us": t for k, t in zip(calls, times)})
-            row["read_us"] = min(v for k, v in row.items() if k.startswith("read_"))
+            if args.readers:
+                row["read_us"] = min(v for k, v in row.items() if k.startswith("read_"))
             if T._hopper_failed:
                 raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items() if k != "config"}, flush=True)
@@ -181,7 +217,7 @@ def main() -> None:
                 held.clear()
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                   "copy_bandwidth_TBps": bw / 1e12, "points": rows}, f, indent=1)
+                   "copy_bandwidth_TBps": bw / 1e12, "note": args.note, "points": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

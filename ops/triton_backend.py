@@ -34,8 +34,9 @@ __all__ = ["TritonBackend", "KERNEL_VERSION"]
 # 8-row boxes below BLOCK_M and joins the M <= 16 space (split-K configs tuned at v3 lost to it);
 # v5: two-part tile widths (48, 80, 96, 160) join the space, and its BLOCK_K 128 tiles run one
 # 128-product chain per stage (faster and as exact as cuBLASLt: v4's timings of them are stale);
-# v6: the Gluon kernel copies each stage's weight box in one 3-D TMA copy (faster on the H200).
-KERNEL_VERSION = "preshuffled-v6"
+# v6: the Gluon kernel copies each stage's weight box in one 3-D TMA copy (faster on the H200);
+# v7: it issues the first tile's first stages before its partitions start (faster at decode).
+KERNEL_VERSION = "preshuffled-v7"
 
 
 # The accumulation mode changes numerics and the best config, and whether the sm_90 Gluon kernel

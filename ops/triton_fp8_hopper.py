@@ -43,7 +43,11 @@ promotion on (docs/triton.md; ``benchmarks/results/h100/sweep_promoted_portable.
    11-29% faster at M >= 1024; docs/triton.md, "The sm_90 kernel").
 4. Decode. A TMA box row past M reads nothing but still costs the copy engine time, so below
    ``BLOCK_M`` A and the output move in 8-row boxes up to M (:func:`a_boxes`); with them this
-   kernel is the fastest decode path on sm_90 as well (``benchmarks/results/h100/sweep_hopper_decode.json``).
+   kernel is the fastest decode path on sm_90 as well (``benchmarks/results/h100/sweep_hopper_decode.json``). Setting up the
+   partitions (register reallocation, the copy warps' first instructions) takes ~0.5 us from the
+   kernel's start, so the kernel issues the first tile's first stages before they start, and the
+   producer resumes after them: 2-4% faster at decode on the H200, the same outputs
+   (``benchmarks/results/h200/ab_early_decode.json``; phases per program in ``diag_timeline*.json``).
 
 5. Tile widths between the powers of two. A tile of 80, 96 or 160 columns is two parts (64 +
    16, 64 + 32, 128 + 32: :func:`n_tail`), each with its own weight box, accumulator and output
@@ -130,37 +134,49 @@ def _tile_offsets(tile, M, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROU
 
 
 @gluon.jit
-def _producer(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, N_TAIL: gl.constexpr, BLOCK_K: gl.constexpr,
-              STAGES: gl.constexpr, GROUP_M: gl.constexpr, N_PARTS: gl.constexpr, A_BOX: gl.constexpr,
-              A_BOXES: gl.constexpr):
-    # A_BOXES boxes of A_BOX rows per 128-byte K chunk of A: one of BLOCK_M rows, or, when M is
-    # smaller, boxes of 8 or 16 rows up to M (a_boxes). Tile rows past them are never written and feed
-    # only output rows that are not stored.
+def _fill_stage(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, bar, s, i, off_m, off_n,
+                BLOCK_N: gl.constexpr, N_TAIL: gl.constexpr, BLOCK_K: gl.constexpr, N_PARTS: gl.constexpr,
+                A_BOX: gl.constexpr, A_BOXES: gl.constexpr):
+    """Issue the copies of ring slot ``s``: K block ``i`` of the tile at ``(off_m, off_n)``, which
+    complete on ``bar``. A goes in A_BOXES boxes of A_BOX rows per 128-byte K chunk: one of BLOCK_M
+    rows, or, when M is smaller, boxes of 8 or 16 rows up to M (a_boxes). Tile rows past them are
+    never written and feed only output rows that are not stored."""
     nbytes: gl.constexpr = (A_BOX * A_BOXES + BLOCK_N) * BLOCK_K
     A_CHUNKS: gl.constexpr = BLOCK_K // 128
     HEAD: gl.constexpr = BLOCK_N - N_TAIL  # W rows in w_desc's boxes; the last N_TAIL in w2_desc's
     GROUPS: gl.constexpr = HEAD // N_PARTS // 16  # 16-row groups per W box
+    mbarrier.expect(bar, nbytes)
+    for c in gl.static_range(A_CHUNKS):
+        for j in gl.static_range(A_BOXES):
+            _tma_load(a_desc, [off_m + j * A_BOX, i * BLOCK_K + c * 128], bar,
+                      a_smem.index(s * A_CHUNKS + c).slice(j * A_BOX, A_BOX, dim=0))
+    for h in gl.static_range(N_PARTS):
+        _tma_load(w_desc, [i * (BLOCK_K // 16), off_n // 16 + h * GROUPS, 0], bar, w_smem.index(s * N_PARTS + h))
+    if N_TAIL > 0:
+        _tma_load(w2_desc, [i * (BLOCK_K // 16), (off_n + HEAD) // 16, 0], bar, w2_smem.index(s))
+
+
+@gluon.jit
+def _producer(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K, first,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, N_TAIL: gl.constexpr, BLOCK_K: gl.constexpr,
+              STAGES: gl.constexpr, GROUP_M: gl.constexpr, N_PARTS: gl.constexpr, A_BOX: gl.constexpr,
+              A_BOXES: gl.constexpr):
+    """Fills the ring, stage after stage, over all of this program's tiles; the kernel issued the
+    first tile's first ``first`` stages before the partitions started."""
     num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
-    it = 0  # stages filled so far, over all of this program's tiles: the ring's position
+    it = first  # stages filled so far, over all of this program's tiles: the ring's position
+    start = first
     for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
         off_m, off_n = _tile_offsets(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
-        for i in range(K // BLOCK_K):
+        for i in range(start, K // BLOCK_K):
             s = it % STAGES
             # A fresh mbarrier counts its (never completed) phase -1 as done: the first round of
             # the ring passes without waiting.
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-            mbarrier.expect(ready.index(s), nbytes)
-            for c in gl.static_range(A_CHUNKS):
-                for j in gl.static_range(A_BOXES):
-                    _tma_load(a_desc, [off_m + j * A_BOX, i * BLOCK_K + c * 128], ready.index(s),
-                              a_smem.index(s * A_CHUNKS + c).slice(j * A_BOX, A_BOX, dim=0))
-            for h in gl.static_range(N_PARTS):
-                _tma_load(w_desc, [i * (BLOCK_K // 16), off_n // 16 + h * GROUPS, 0], ready.index(s),
-                          w_smem.index(s * N_PARTS + h))
-            if N_TAIL > 0:
-                _tma_load(w2_desc, [i * (BLOCK_K // 16), (off_n + HEAD) // 16, 0], ready.index(s), w2_smem.index(s))
+            _fill_stage(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready.index(s), s, i, off_m, off_n,
+                        BLOCK_N, N_TAIL, BLOCK_K, N_PARTS, A_BOX, A_BOXES)
             it += 1
+        start = 0
 
 
 @gluon.jit
@@ -417,12 +433,28 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
     for j in gl.static_range(STAGES):
         mbarrier.init(ready.index(j), count=1)
         mbarrier.init(empty.index(j), count=BLOCK_M // 64)  # one arrival per consumer
+    if N_TAIL > 0:
+        w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES, BLOCK_K // 16, N_TAIL // 16, 256], w2_desc.layout)
+    else:
+        w2_smem = w_smem  # one part: _fill_stage issues no w2 copy
+    # The first tile's first stages are issued here, before the partitions start: setting them up
+    # (register reallocation, the producer's first instructions) takes ~0.5 us on the H200, during
+    # which these copies are already in flight (h200/diag_timeline.json). The grid never exceeds
+    # the tiles (prepare), so every program has a first tile. Not for 256-wide tiles (prefill
+    # only), where Triton 3.6 then spills.
+    if N_PARTS == 1:
+        first = gl.minimum(K // BLOCK_K, STAGES)
+        off_m0, off_n0 = _tile_offsets(gl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        for i in range(first):
+            _fill_stage(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready.index(i), i, i, off_m0, off_n0,
+                        BLOCK_N, N_TAIL, BLOCK_K, N_PARTS, A_BOX, A_BOXES)
+    else:
+        first = 0
     ROWS: gl.constexpr = 64
     # 232 registers per consumer thread (one or two 64-row warpgroups), 40 for the copy warps:
     # within the 64K registers of an SM, and room for the accumulator plus the fresh sums.
     # (Gluon takes the partitions as literal (function, args) pairs, hence five spellings.)
     if N_TAIL > 0:
-        w2_smem = gl.allocate_shared_memory(w2_desc.dtype, [STAGES, BLOCK_K // 16, N_TAIL // 16, 256], w2_desc.layout)
         c2_smem = gl.allocate_shared_memory(c2_desc.dtype, [BLOCK_M // 64, 64, N_TAIL], c2_desc.layout)
         if BLOCK_M == 128:
             gl.warp_specialize([
@@ -432,7 +464,7 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
                 (_consumer_split, (a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c2_desc,
                                    c_smem, c2_smem, M, N, K, 1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K,
                                    STAGES, GROUP_M, C1)),
-                (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K,
+                (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K, first,
                              BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
             ], [4, 4], [232, 40])
         else:
@@ -440,7 +472,7 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
                 (_consumer_split, (a_smem, w_smem, w2_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c2_desc,
                                    c_smem, c2_smem, M, N, K, 0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K,
                                    STAGES, GROUP_M, C0)),
-                (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K,
+                (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K, first,
                              BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
             ], [4], [40])
     elif N_PARTS == 2:
@@ -450,7 +482,7 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
                               0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M, C0)),
             (_consumer_wide, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                               1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_K, STAGES, GROUP_M, C1)),
-            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w_smem, ready, empty, M, N, K,
+            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K, first,
                          BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4, 4], [232, 40])
     elif BLOCK_M == 128:
@@ -459,14 +491,14 @@ def _fp8_gemm_hopper_kernel(a_desc, w_desc, w2_desc, sa_ptr, sb_ptr, bias_ptr, c
                          0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C0)),
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                          1, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C1)),
-            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w_smem, ready, empty, M, N, K,
+            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K, first,
                          BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4, 4], [232, 40])
     else:
         gl.warp_specialize([
             (_consumer, (a_smem, w_smem, ready, empty, sa_ptr, sb_ptr, bias_ptr, c_desc, c_smem, M, N, K,
                          0, HAS_BIAS, ROWS, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, GROUP_M, C0)),
-            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w_smem, ready, empty, M, N, K,
+            (_producer, (a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M, N, K, first,
                          BLOCK_M, BLOCK_N, N_TAIL, BLOCK_K, STAGES, GROUP_M, N_PARTS, A_BOX, A_BOXES)),
         ], [4], [40])
 

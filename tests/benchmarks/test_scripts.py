@@ -91,6 +91,7 @@ GPU_RUNS = {
     "diag_accumulation.py": ["--out", "{out}"],
     "diag_decode.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
     "diag_promotion.py": ["--shapes", "64,1280,1024", "--out", "{out}"],
+    "diag_timeline.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
     "profile_demo.py": ["--tokens", "4", "--hidden", "256", "--intermediate", "512", "--replays", "3", "--out", "{out}"],
     "profile_demo.py:block": ["--model", "tiny", "--tokens", "4", "--replays", "3", "--out", "{out}"],
     "sweep_triton.py": ["--shapes", "4096,4096", "--m", "16", "--budget-s", "5", "--space", "production", "--out",
@@ -142,3 +143,34 @@ def test_ab_build_loads_a_copy_of_the_kernel_module(tmp_path):
     broken.write_text("from .no_such_module import x\n")
     with pytest.raises(ValueError, match="--old-module: .*broken.py.* does not load"):
         ab.load_build(str(broken))
+
+
+def test_timeline_probe_is_the_shipped_kernel_with_stamps(tmp_path):
+    """``diag_timeline.py`` builds its probe from the text of ``ops/triton_fp8_hopper.py``: the
+    places it stamps must still be there (else it names the one that moved), and the probe must
+    compile for sm_90 with every stamp in it."""
+    pytest.importorskip("triton.experimental.gluon")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    spec = importlib.util.spec_from_file_location("bench_diag_timeline", os.path.join(BENCH, "diag_timeline.py"))
+    tl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tl)
+    with pytest.raises(ValueError, match="the barrier set-up found 0 times"):
+        tl.probe_source(open(tl.KERNEL).read().replace("mbarrier.init(empty.index(j)", "mbarrier.init(empty.index(k)"))
+    probe = tl.load_probe(str(tmp_path))
+    layout = ("NVMMASharedLayout(swizzle_byte_width={}, element_bitwidth={}, rank={}, transposed=False, "
+              "fp4_padded=False, cga_layout=[])")
+    w = f"tensordesc<fp8e4nv[16, 4, 256],{layout.format(0, 8, 3)}>"
+    c = f"tensordesc<bf16[8, 64],{layout.format(128, 16, 2)}>"
+    sig = {"a_desc": f"tensordesc<fp8e4nv[8, 128],{layout.format(128, 8, 2)}>", "w_desc": w, "w2_desc": w,
+           "sa_ptr": "*fp32", "sb_ptr": "*fp32", "bias_ptr": "*bf16", "c_desc": c, "c2_desc": c,
+           "M": "i32", "N": "i32", "K": "i32"}
+    const = dict(HAS_BIAS=False, BLOCK_M=64, BLOCK_N=64, N_TAIL=0, BLOCK_K=256, STAGES=6, GROUP_M=8, A_BOX=8,
+                 A_BOXES=1, C0=1, C1=0)
+    sig.update({k: "constexpr" for k in const})
+    sig["st_ptr"] = "*i64"
+    src = GluonASTSource(probe._fp8_gemm_hopper_kernel, sig, const, {})
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)).asm["ptx"]
+    assert ptx.count("%globaltimer") >= len(tl.NAMES), "a stamp was optimised away"
