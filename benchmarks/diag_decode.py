@@ -98,13 +98,15 @@ def _hopper_config(spec: str) -> tuple:
         if grid and grid != "balanced" and not (grid.isdigit() and int(grid) > 0):
             raise ValueError(f"the grid after @ must be a positive count or 'balanced', got {grid!r}")
         if tile == "heuristic":
-            return None, grid or None
+            if not grid:
+                raise ValueError("'heuristic' is the ours column already: give it a grid, @P or @balanced")
+            return None, grid
         tile, stages = tile.split("/")
         bm, bn, bk = (int(x) for x in tile.split("x"))
         config = C.make_hopper_config(bm, bn, bk, int(stages))
         H.check_config(config, bk)
     except ValueError as e:
-        raise SystemExit(f"--configs: expected BLOCK_MxBLOCK_NxBLOCK_K/stages (or 'heuristic') of a valid sm_90 "
+        raise ValueError(f"--configs: expected BLOCK_MxBLOCK_NxBLOCK_K/stages (or 'heuristic') of a valid sm_90 "
                          f"config, optionally @programs or @balanced, got {spec!r} ({e})")
     return config, grid or None
 
@@ -142,6 +144,10 @@ def main() -> None:
     p.add_argument("--note", default="", help="what this run's columns were, kept in the output")
     p.add_argument("--out", default="diag_decode.json")
     args = p.parse_args()
+    try:  # bad configs are named before any GPU work
+        extras = [(spec, _hopper_config(spec)) for spec in filter(None, args.configs.replace(" ", "").split(","))]
+    except ValueError as e:
+        p.error(str(e))
     dev = torch.device("cuda")
     hi.set_backend("triton")
     l2 = timing.cache_bytes(dev)  # the last-level cache (MI300: the Infinity Cache)
@@ -158,7 +164,6 @@ def main() -> None:
             _read_kernel[(8 * sms,)](words, sink, words.numel(), BLOCK=1024, num_warps=4)
         torch.cuda.synchronize()
         return
-    extras = [(spec, _hopper_config(spec)) for spec in filter(None, args.configs.replace(" ", "").split(","))]
     bw = copy_bandwidth(dev)
     old = importlib.import_module(args.old_module) if args.old_module else None
     sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)

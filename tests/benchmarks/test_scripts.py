@@ -119,6 +119,8 @@ def test_gpu_short_run(name, tmp_path):
     ("sweep_triton.py", ["--extra-hopper", "64,64,x,4"], "four integers"),
     ("diag_promotion.py", ["--shapes", "1,a,3"], "--shapes: expected comma-separated integers"),
     ("diag_promotion.py", ["--shapes", "64,128"], "--shapes: expected 'M,N,K;...'"),
+    ("diag_decode.py", ["--configs", "heuristic"], "give it a grid, @P or @balanced"),
+    ("diag_decode.py", ["--configs", "64x64x256/6@0"], "a positive count or 'balanced'"),
     ("ab_hopper_build.py", ["--old-module", "no/such/build.py"], "--old-module: no such file 'no/such/build.py'"),
     ("ab_hopper_build.py", ["--old-module", "no_such_module_here"], "--old-module: cannot import"),
 ])
