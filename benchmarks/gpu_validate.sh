@@ -23,7 +23,14 @@ fi
   python3 -m hipbmm_inductor info
 } 2>&1 | tee "$OUT/info.txt"
 if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
-  timeout 420 python3 -m pytest tests -q -p no:cacheprovider -rf --durations=10 2>&1 | tee "$OUT/pytest.txt" | tail -40
+  # A kernel that deadlocks hangs its test rather than failing it: with pytest-timeout (the GPU
+  # image has it) each test gets 120 s. The kernel tests compile a Gluon kernel per config and
+  # M, so they run on 8 workers where pytest-xdist is present; the rest run alone, since their
+  # timing tests compare two paths on one GPU and other workers' launches would skew them.
+  TO=""; python3 -c "import pytest_timeout" 2>/dev/null && TO="--timeout 120"
+  PAR=""; python3 -c "import xdist" 2>/dev/null && PAR="-n 8"
+  timeout 300 python3 -m pytest tests/ops -q -p no:cacheprovider -rf $TO $PAR 2>&1 | tee "$OUT/pytest_ops.txt" | tail -20
+  timeout 420 python3 -m pytest tests -q -p no:cacheprovider -rf --durations=10 --ignore=tests/ops $TO 2>&1 | tee "$OUT/pytest.txt" | tail -40
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = demo ]; then
   echo "--- demo (defaults: auto, Llama-3-8B MLP at 16 tokens)" | tee "$OUT/demo.txt"

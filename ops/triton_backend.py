@@ -36,7 +36,8 @@ __all__ = ["TritonBackend", "KERNEL_VERSION"]
 # 128-product chain per stage (faster and as exact as cuBLASLt: v4's timings of them are stale);
 # v6: the Gluon kernel copies each stage's weight box in one 3-D TMA copy (faster on the H200);
 # v7: it issues the first tile's first stages before its partitions start (faster at decode).
-KERNEL_VERSION = "preshuffled-v7"
+# v8: v7 hung on programs of several tiles under Triton 3.6 (its timings of those never finished).
+KERNEL_VERSION = "preshuffled-v8"
 
 
 # The accumulation mode changes numerics and the best config, and whether the sm_90 Gluon kernel
@@ -147,9 +148,9 @@ class TritonBackend:
         from Python (no graphs), only where one Gluon launch serves the shape. The evidence
         (``docs/results.md`` names the files):
 
-        - GPU time: x1.24-3.01 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
-          Mistral and DeepSeek in three runs (``h200/suite_w3d_run1.json``, ``h200/suite_w3d_run2.json``,
-          ``h200/suite_w3d_run3.json``), a margin wide enough for
+        - GPU time: x1.23-2.95 at every point with M <= 64 over 19 weights from Llama-3, Qwen,
+          Mistral and DeepSeek in three runs (``h200/suite_v8_run1.json``, ``h200/suite_v8_run2.json``,
+          ``h200/suite_v8_run3.json``), a margin wide enough for
           shapes the suites lack; at M = 128-256 four weights in the sweep stay at x0.91-0.93
           under their best config (10240 x 8192 at M = 128; 6144 x 4096, 6144 x 5120 and
           7168 x 2048 at M = 256, ``h200/sweep_split.json``), too close to call for an unmeasured

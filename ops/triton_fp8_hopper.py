@@ -165,9 +165,13 @@ def _producer(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M,
     first tile's first ``first`` stages before the partitions started."""
     num_tiles = gl.cdiv(M, BLOCK_M) * gl.cdiv(N, BLOCK_N)
     it = first  # stages filled so far, over all of this program's tiles: the ring's position
-    start = first
     for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
         off_m, off_n = _tile_offsets(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        # Where this tile's K loop starts, derived from the tile rather than carried from the
+        # last one: Triton 3.6 drops a loop-carried `start = 0` from this loop (its TTGIR starts
+        # every tile's K loop at `first`; 3.9 keeps it), and a program of several tiles then
+        # waits forever for the stages it never issued.
+        start = gl.where(tile == gl.program_id(0), first, 0)
         for i in range(start, K // BLOCK_K):
             s = it % STAGES
             # A fresh mbarrier counts its (never completed) phase -1 as done: the first round of
@@ -176,7 +180,6 @@ def _producer(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready, empty, M,
             _fill_stage(a_desc, w_desc, w2_desc, a_smem, w_smem, w2_smem, ready.index(s), s, i, off_m, off_n,
                         BLOCK_N, N_TAIL, BLOCK_K, N_PARTS, A_BOX, A_BOXES)
             it += 1
-        start = 0
 
 
 @gluon.jit
