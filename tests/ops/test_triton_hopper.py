@@ -19,6 +19,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.gpu_wait import finished_or_fail
 from tests.support.inputs import assert_close_to_truth, make_case
 
 triton = pytest.importorskip("triton")
@@ -187,7 +188,9 @@ def test_gpu_hopper_kernel(config, M, N):
         pytest.skip("needs sm_90")
     bias = torch.bfloat16 if M % 2 else torch.float32
     c = make_case(M, N, 1024, torch.float8_e4m3fn, bias, device="cuda", seed=M + N)
-    assert_close_to_truth(T.launch(config, *c.args), c, f"{config} M={M} N={N}")
+    out = T.launch(config, *c.args)
+    finished_or_fail(f"{config} M={M} N={N}")
+    assert_close_to_truth(out, c, f"{config} M={M} N={N}")
     # The portable fallback would pass the numbers too: make sure the Gluon kernel ran.
     assert not T._hopper_failed, "the Gluon kernel failed and the portable kernel answered"
     # Persistent programs: with fewer programs than tiles each one runs several, the ring's
@@ -195,6 +198,7 @@ def test_gpu_hopper_kernel(config, M, N):
     # programs end on different stages; 1 runs every tile through one ring).
     for programs in (1, 3):
         out = H.launch(config, *c.args, programs=programs)
+        finished_or_fail(f"{config} M={M} N={N} programs={programs}")
         assert_close_to_truth(out, c, f"{config} M={M} N={N} programs={programs}")
 
 
@@ -219,7 +223,9 @@ def test_gpu_hopper_promotes_like_cublaslt(config):
     s = random_inputs(256, 10240, 8192, torch.float8_e4m3fn, False, "cuda")
     truth = (s.A.double() @ s.W.double().t()) * s.scale_a.double() * s.scale_b.double()
     base = torch._scaled_mm(s.A, s.W.t(), s.scale_a, s.scale_b, out_dtype=torch.bfloat16).double()
-    ours = H.launch(C.make_hopper_config(*config), s.A, s.B, s.scale_a, s.scale_b, None, torch.bfloat16).double()
+    ours = H.launch(C.make_hopper_config(*config), s.A, s.B, s.scale_a, s.scale_b, None, torch.bfloat16)
+    finished_or_fail(f"{config} at M = 256, 10240 x 8192")
+    ours = ours.double()
     off = (ours - truth).abs() > 4 * (base - truth).abs() + 1e-2 * truth.abs()
     assert int(off.sum()) == 0, f"{config}: {int(off.sum())} elements less exact than promoted cuBLASLt"
 
@@ -265,6 +271,29 @@ def test_gpu_hopper_falls_back_on_misaligned_a_and_on_failure(monkeypatch, caplo
         T._hopper_failed.clear()
         T.hopper_path.cache_clear()
 
+
+def test_finished_or_fail_fails_instead_of_hanging(monkeypatch):
+    """The GPU tests wait through finished_or_fail: work that never finishes fails the test with
+    what was launched, after the deadline, instead of blocking the run; finished work returns."""
+    polls = []
+
+    class Event:  # a stand-in for torch.cuda.Event whose work finishes after `after` polls
+        after = None
+
+        def record(self):
+            pass
+
+        def query(self):
+            polls.append(1)
+            return Event.after is not None and len(polls) > Event.after
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    Event.after = 3
+    finished_or_fail("done soon", timeout_s=5.0, poll_s=0.001)
+    assert len(polls) == 4
+    Event.after = None
+    with pytest.raises(pytest.fail.Exception, match="never finishes: the GPU work did not finish within 0.05 s"):
+        finished_or_fail("never finishes", timeout_s=0.05, poll_s=0.001)
 
 
 @needs_gluon
