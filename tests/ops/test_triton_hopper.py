@@ -272,6 +272,50 @@ def test_gpu_hopper_falls_back_on_misaligned_a_and_on_failure(monkeypatch, caplo
         T.hopper_path.cache_clear()
 
 
+def _constants_rebound_in_loops(source: str) -> list[str]:
+    """``function:line name`` for each variable of a JIT function that is assigned before a loop
+    and reassigned a Python constant inside it: a loop-carried value that Triton 3.6 dropped from
+    the warp-specialised producer (its TTGIR started every tile's K loop at the first tile's
+    start, so a program of several tiles hung on the GPU; 3.9 compiles it right, so only a
+    check like this one sees it in CI)."""
+    import ast
+
+    found = []
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, ast.FunctionDef) or not any("jit" in ast.unparse(d) for d in fn.decorator_list):
+            continue
+        for loop in ast.walk(fn):
+            if not isinstance(loop, (ast.For, ast.While)):
+                continue
+            before = {t.id for node in ast.walk(fn) if isinstance(node, ast.Assign) and node.lineno < loop.lineno
+                      for t in node.targets if isinstance(t, ast.Name)}
+            for node in ast.walk(loop):
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                    found += [f"{fn.name}:{node.lineno} {t.id}" for t in node.targets
+                              if isinstance(t, ast.Name) and t.id in before]
+    return found
+
+
+def test_no_kernel_loop_rebinds_a_carried_variable_to_a_constant():
+    """The pattern behind a hang on the GPU (see the helper): the check flags it, and no kernel
+    of the Triton backend has it."""
+    hung = """
+@gluon.jit
+def producer(first, n):
+    start = first
+    for tile in range(n):
+        for i in range(start, 8):
+            pass
+        start = 0
+"""
+    assert _constants_rebound_in_loops(hung) == ["producer:8 start"]
+    from pathlib import Path
+
+    ops = Path(T.__file__).resolve().parent
+    for name in ("triton_fp8_hopper.py", "triton_fp8_gemm.py"):
+        assert _constants_rebound_in_loops((ops / name).read_text()) == [], name
+
+
 def test_finished_or_fail_fails_instead_of_hanging(monkeypatch):
     """The GPU tests wait through finished_or_fail: work that never finishes fails the test with
     what was launched, after the deadline, instead of blocking the run; finished work returns."""
