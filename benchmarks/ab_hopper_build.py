@@ -9,6 +9,11 @@ checkout's ``ops/triton_fp8_hopper.py``). The configs are the H200 heuristic's, 
 ``--alternatives`` at M <= 64, 64-row tiles of 32, 64 and 128 columns at 4, 6 and 8 stages. Every
 config's two outputs are compared bit for bit (``same``).
 
+``--before elementwise`` puts a one-block elementwise kernel before every call of every column
+(and times that kernel alone, ``before_us``), as a model has between two GEMMs: a change to how
+the kernel is launched (programmatic dependent launch, say) can look faster between back-to-back
+calls of one GEMM and slower in that sequence (``benchmarks/results/h200/ab_pdl_prefetch.json``).
+
     python benchmarks/ab_hopper_build.py --old-module old/triton_fp8_hopper.py --m 1,16,64 \\
         --alternatives --out ab_decode.json
 """
@@ -80,6 +85,8 @@ def main() -> None:
     p.add_argument("--shapes", default=DEFAULT_SHAPES, help="'N,K;...'")
     p.add_argument("--m", default="1,16,64")
     p.add_argument("--alternatives", action="store_true", help="at M <= 64, also 64-row tiles of 32-128 columns")
+    p.add_argument("--before", choices=("none", "elementwise"), default="none",
+                   help="what runs before every call: nothing (back-to-back GEMMs) or a small elementwise kernel")
     p.add_argument("--note", default="", help="what the two builds are, stored in the results file")
     p.add_argument("--out", default="ab_hopper_build.json")
     args = p.parse_args()
@@ -90,12 +97,24 @@ def main() -> None:
         p.error(str(e))
     dev = torch.device("cuda")
     l2, bw = cache_bytes(dev), copy_bandwidth(dev)
-    result = {**environment(dev), "note": args.note, "copy_bandwidth_TBps": bw / 1e12, "points": []}
+    result = {**environment(dev), "note": args.note, "before": args.before, "copy_bandwidth_TBps": bw / 1e12,
+              "points": []}
+    scratch = torch.zeros(4096, device=dev)  # what --before elementwise touches: one block's work
+
+    def before(call):
+        if args.before == "none":
+            return call
+
+        def both(i):
+            scratch.add_(1.0)
+            return call(i)
+        return both
+
     for N, K in shapes:
         for M in ms:
             sets = make_sets(M, N, K, torch.float8_e4m3fn, False, dev, l2)
-            calls = [lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
-                                                out_dtype=torch.bfloat16)]
+            calls = [before(lambda i: torch._scaled_mm(sets[i].A, sets[i].W.t(), sets[i].scale_a, sets[i].scale_b,
+                                                       out_dtype=torch.bfloat16))]
             names = []
             for t in tiles(M, N, K, args.alternatives):
                 cfg = C.make_hopper_config(*t)
@@ -111,12 +130,16 @@ def main() -> None:
 
                     got = call(0).clone()
                     first = got if first is None else first
-                    calls.append(call)
+                    calls.append(before(call))
                     names.append((list(t), build, bool(torch.equal(got, first))))
+            if args.before != "none":
+                calls.append(lambda i: scratch.add_(1.0))
             times = time_graphs(calls, len(sets), target_ms=1.0, repeats=9)
             row = {"N": N, "K": K, "M": M, "baseline_us": times[0], "floor_us": bytes_moved(M, N, K, False) / bw * 1e6,
                    "configs": [{"tile": t, "build": b, "same": same, "us": us}
                                for (t, b, same), us in zip(names, times[1:])]}
+            if args.before != "none":
+                row["before_us"] = times[-1]
             result["points"].append(row)
             pairs = {}
             for c in row["configs"]:

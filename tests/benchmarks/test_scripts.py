@@ -86,6 +86,8 @@ GPU_RUNS = {
     # The shipped kernel against itself: the same outputs, so the script's own check passes.
     "ab_hopper_build.py": ["--old-module", "hipbmm_inductor.ops.triton_fp8_hopper", "--shapes", "4096,4096", "--m",
                            "1", "--out", "{out}"],
+    "ab_hopper_build.py:before": ["--old-module", "hipbmm_inductor.ops.triton_fp8_hopper", "--shapes", "4096,4096",
+                                  "--m", "1", "--before", "elementwise", "--out", "{out}"],
     "host_cost.py": ["--shapes", "4096,4096", "--calls", "20", "--repeats", "2", "--no-compiled", "--out", "{out}"],
     "diag_a_box.py": ["--shapes", "4096,4096", "--m", "1", "--out", "{out}"],
     "diag_accumulation.py": ["--out", "{out}"],
@@ -123,6 +125,8 @@ def test_gpu_short_run(name, tmp_path):
     ("diag_decode.py", ["--configs", "64x64x256/6@0"], "a positive count or 'balanced'"),
     ("ab_hopper_build.py", ["--old-module", "no/such/build.py"], "--old-module: no such file 'no/such/build.py'"),
     ("ab_hopper_build.py", ["--old-module", "no_such_module_here"], "--old-module: cannot import"),
+    ("ab_hopper_build.py", ["--old-module", "hipbmm_inductor.ops.triton_fp8_hopper", "--before", "silu"],
+     "argument --before: invalid choice: 'silu'"),
 ])
 def test_bad_arguments_are_named_before_any_gpu_work(script, args, says):
     pytest.importorskip("triton.experimental.gluon")  # the sweep checks its extra configs with the kernel's rules
