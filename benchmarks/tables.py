@@ -4,6 +4,10 @@ row of per-point medians.
 
     python benchmarks/tables.py benchmarks/results/h100/suite.json
     python benchmarks/tables.py benchmarks/results/h100/suite.json benchmarks/results/h100/suite_repeat_*.json
+    python benchmarks/tables.py --shapes "llama3-8b;llama3-70b" benchmarks/results/h200/suite_v8_run*.json
+
+``--shapes`` (as ``bench --shapes`` takes it: suite names or ``N,K`` pairs) keeps only those
+weights' points: the rows per shape set that docs/benchmarks.md quotes.
 """
 
 from __future__ import annotations
@@ -19,11 +23,18 @@ def _gm(xs) -> float:
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")  # nan: no such points in the run
 
 
+_KEEP = None  # the (N, K) weights --shapes keeps; None: every point
+
+
 def _load(path: str) -> dict:
     with open(path) as f:
         result = json.load(f)
     if not isinstance(result, dict) or not result.get("records"):
         raise SystemExit(f"{path}: not a bench result (no 'records'; write one with python -m hipbmm_inductor bench)")
+    if _KEEP is not None:
+        result["records"] = [x for x in result["records"] if (x["N"], x["K"]) in _KEEP]
+        if not result["records"]:
+            raise SystemExit(f"{path}: no point of the weights --shapes names")
     return result
 
 
@@ -123,7 +134,19 @@ def main(path: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Summarise bench result files: one file, a table; several, the runs side by side")
     parser.add_argument("files", nargs="+", help="bench --out JSON files")
+    parser.add_argument("--shapes", help="only these weights: suite names or 'N,K' pairs, ';'-separated")
     args = parser.parse_args()
+    if args.shapes is not None:
+        import os
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a source checkout
+        from hipbmm_inductor.bench.suites import parse_shapes
+
+        try:
+            _KEEP = set(parse_shapes(args.shapes))
+        except ValueError as e:
+            parser.error(str(e))
     try:
         runs(args.files) if len(args.files) > 1 else main(args.files[0])
     except (OSError, ValueError) as e:

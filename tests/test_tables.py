@@ -85,3 +85,22 @@ def test_a_file_that_is_not_a_bench_result_is_named(tmp_path):
     for args in ((f,), (f, f)):
         out = _tables(*args)
         assert out.returncode != 0 and "sweep.json: not a bench result" in out.stderr, out.stderr
+
+
+def test_shapes_keeps_only_the_named_weights(tmp_path):
+    """--shapes: the rows of one shape set (the docs' per-set figures), computed from its points
+    alone; a name that is not a suite or N,K pair is refused by name."""
+    points = {(4096, 4096, 1, False): 2.0, (4096, 4096, 256, False): 1.0, (8192, 8192, 1, False): 0.5}
+    f = tmp_path / "run.json"
+    _run_file(f, points)
+    g = tmp_path / "run2.json"
+    _run_file(g, points)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--shapes", "4096,4096", str(f),
+                          str(g)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    pooled = [c.strip() for c in next(line for line in out.stdout.splitlines()
+                                      if line.startswith("| pooled")).strip("|").split("|")]
+    assert pooled[1] == f"x{math.sqrt(2.0):.3f}" and pooled[2] == "x1.000", pooled  # 8192 x 8192's x0.5 left out
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--shapes", "nosuch", str(f)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--shapes: expected 'N,K;N,K' or a suite" in bad.stderr, bad.stderr

@@ -290,10 +290,21 @@ def _constants_rebound_in_loops(source: str) -> list[str]:
             before = {t.id for node in ast.walk(fn) if isinstance(node, ast.Assign) and node.lineno < loop.lineno
                       for t in node.targets if isinstance(t, ast.Name)}
             for node in ast.walk(loop):
-                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-                    found += [f"{fn.name}:{node.lineno} {t.id}" for t in node.targets
+                if isinstance(node, (ast.Assign, ast.AnnAssign)) and _is_literal(node.value):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    found += [f"{fn.name}:{node.lineno} {t.id}" for t in targets
                               if isinstance(t, ast.Name) and t.id in before]
     return found
+
+
+def _is_literal(value) -> bool:
+    """A Python number or constant as written (``0``, ``-1``, ``True``): what Triton treats as a
+    constexpr rather than a tensor."""
+    import ast
+
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, (ast.USub, ast.UAdd)):
+        value = value.operand
+    return isinstance(value, ast.Constant)
 
 
 def test_no_kernel_loop_rebinds_a_carried_variable_to_a_constant():
@@ -309,6 +320,10 @@ def producer(first, n):
         start = 0
 """
     assert _constants_rebound_in_loops(hung) == ["producer:8 start"]
+    # The same with a negative or an annotated constant; a tensor expression is carried fine.
+    assert _constants_rebound_in_loops(hung.replace("start = 0", "start = -1")) == ["producer:8 start"]
+    assert _constants_rebound_in_loops(hung.replace("start = 0", "start: int = 0")) == ["producer:8 start"]
+    assert _constants_rebound_in_loops(hung.replace("start = 0", "start = first * 0")) == []
     from pathlib import Path
 
     ops = Path(T.__file__).resolve().parent
