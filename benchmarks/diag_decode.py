@@ -10,8 +10,14 @@ in CUDA graphs, all columns timed in turns under one clock (``timing.time_graphs
 - ``base_us``: ``torch._scaled_mm`` rowwise (cuBLASLt);
 - ``<config>_us`` (with ``--configs``): other sm_90 configs on the same inputs;
 - ``read_us``: the fastest of a few Triton kernels that only read the weight's bytes (16-byte
-  vector loads, 1 to 8 programs per SM, an xor kept so nothing is optimised away): what a
-  kernel that reads W pays, the fixed costs of a launch included;
+  vector loads, an xor kept so nothing is optimised away): ``read_c*`` give each program one
+  contiguous share, ``read_s*`` stride the programs through the weight block by block, so that
+  the whole grid reads one compact window at a time (1 to 16 programs per SM; the strided ones
+  are the faster on the H200, `h200/diag_decode_readers.json`): what a kernel that reads W pays,
+  the fixed costs of a launch included;
+- ``gemv_us``: cuBLAS's bf16 GEMM (``F.linear``) on a bf16 weight of the same bytes, N x K/2: a
+  memory-bound reader tuned by others, so the read columns do not rest on this file's kernels
+  alone;
 - ``copy_us``: a device copy moving as many bytes as the GEMM (half read, half written): the
   copy whose bandwidth, measured on 1 GiB, defines the floor, run at this size;
 - ``empty_us``: a kernel that does nothing, on the same grid: the fixed cost of a launch in a
@@ -76,6 +82,17 @@ def _read_kernel(src, out, n_words, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _read_strided_kernel(src, out, n_words, BLOCK: tl.constexpr):
+    # Program p reads blocks p, p + grid, ...: at any moment the grid reads one compact window.
+    pid = tl.program_id(0)
+    acc = tl.zeros([BLOCK], dtype=tl.int32)
+    for start in range(pid * BLOCK, n_words, tl.num_programs(0) * BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        acc ^= tl.load(src + offs, mask=offs < n_words, other=0)
+    tl.store(out + pid, tl.reduce(acc, 0, _xor))
+
+
+@triton.jit
 def _xor(a, b):
     return a ^ b
 
@@ -85,8 +102,8 @@ def _empty_kernel(out):
     pass
 
 
-# (programs per SM, int32 words per load step, warps): 2 to 32 16-byte loads in flight per thread.
-READERS = [(1, 4096, 8), (2, 4096, 4), (4, 2048, 4), (8, 1024, 4)]
+# (programs per SM, int32 words per load step, warps): 1 to 32 16-byte loads in flight per thread.
+READERS = [(1, 4096, 8), (2, 2048, 8), (4, 1024, 4), (8, 1024, 4), (16, 512, 4)]
 
 
 def _hopper_config(spec: str) -> tuple:
@@ -166,7 +183,7 @@ def main() -> None:
         return
     bw = copy_bandwidth(dev)
     old = importlib.import_module(args.old_module) if args.old_module else None
-    sink = torch.empty(8 * sms, dtype=torch.int32, device=dev)
+    sink = torch.empty(16 * sms, dtype=torch.int32, device=dev)
     rows = []
     for N, K in parse_shapes(args.shapes):
         for M in parse_ints(args.m, "--m"):
@@ -178,6 +195,10 @@ def main() -> None:
             half = nbytes // 2
             src = [torch.empty(half, dtype=torch.uint8, device=dev).random_() for _ in range(n)]
             dst = [torch.empty_like(x) for x in src]
+            # The same weight bytes as a bf16 weight (cuBLAS's GEMV/GEMM streams it): fresh
+            # normal data, so no NaN or denormal path is timed.
+            wb = [torch.randn(N, K // 2, dtype=torch.bfloat16, device=dev) for _ in range(n)] if args.readers else []
+            xb = [torch.randn(M, K // 2, dtype=torch.bfloat16, device=dev) for _ in range(n)] if args.readers else []
             calls = {
                 "ours": lambda i: T.launch(cfg, sets[i].A, sets[i].B, sets[i].scale_a, sets[i].scale_b, None,
                                            torch.bfloat16),
@@ -185,20 +206,22 @@ def main() -> None:
                                                    out_dtype=torch.bfloat16),
                 "copy": lambda i: dst[i].copy_(src[i]),
                 "empty": lambda i: _empty_kernel[(sms,)](sink),
+                "gemv": lambda i: torch.nn.functional.linear(xb[i], wb[i]),
             }
             if not args.readers:
-                for k in ("copy", "empty"):
+                for k in ("copy", "empty", "gemv"):
                     del calls[k]
-            for per_sm, block, warps in READERS if args.readers else ():
-                calls[f"read_{per_sm}x{block}w{warps}"] = (
-                    lambda i, g=per_sm * sms, b=block, w=warps:
-                    _read_kernel[(g,)](words[i], sink, words[i].numel(), BLOCK=b, num_warps=w))
+            for kind, kernel in (("c", _read_kernel), ("s", _read_strided_kernel)) if args.readers else ():
+                for per_sm, block, warps in READERS:
+                    calls[f"read_{kind}{per_sm}x{block}w{warps}"] = (
+                        lambda i, k=kernel, g=per_sm * sms, b=block, w=warps:
+                        k[(g,)](words[i], sink, words[i].numel(), BLOCK=b, num_warps=w))
             for spec, (extra, grid) in extras:
                 c = extra or cfg
                 if not c.get("HOPPER") or not C.fits(c, N, K) or K % c["BLOCK_K"]:
                     continue
                 programs = _programs(grid, c, M, N, sms)
-                if extra is None and programs in (None, sms):
+                if extra is None and programs in (None, min(sms, -(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"]))):
                     continue  # the heuristic's config on its own grid: the ours column
                 calls[spec] = lambda i, c=c, g=programs: H.launch(c, sets[i].A, sets[i].B, sets[i].scale_a,
                                                                   sets[i].scale_b, None, torch.bfloat16, g)
@@ -218,7 +241,7 @@ def main() -> None:
                 raise RuntimeError("the sm_90 Gluon kernel failed (see the warning): its timings would be the fallback's")
             print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items() if k != "config"}, flush=True)
             rows.append(row)
-            for held in (sets, words, src, dst):  # free this point's inputs before the next
+            for held in (sets, words, src, dst, wb, xb):  # free this point's inputs before the next
                 held.clear()
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
