@@ -1,0 +1,47 @@
+"""``benchmarks/diag_decode.py``'s readers, compiled for sm_90 on the CPU: every load of the weight
+is a 16-byte vector load, as their docstring says (a share of no known alignment once made the
+contiguous reader issue 4-byte loads, and look slower than the strided one)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+triton = pytest.importorskip("triton")
+pytest.importorskip("triton.experimental.gluon")  # diag_decode imports the sm_90 kernel module
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _diag_decode():
+    spec = importlib.util.spec_from_file_location("bench_diag_decode", BENCH / "diag_decode.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH))
+    return mod
+
+
+D = _diag_decode()
+
+
+@pytest.mark.parametrize("kernel", ["_read_kernel", "_read_strided_kernel"])
+@pytest.mark.parametrize("per_sm,block,warps", D.READERS)
+def test_readers_issue_only_16_byte_loads(kernel, per_sm, block, warps):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    # What Triton specialises at run time: 16-byte-aligned pointers, a word count divisible by 16
+    # (every weight here has K % 32 == 0).
+    attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2)}
+    src = ASTSource(getattr(D, kernel), {"src": "*i32", "out": "*i32", "n_words": "i32", "BLOCK": "constexpr"},
+                    {"BLOCK": block}, attrs)
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps)).asm["ptx"]
+    loads = re.findall(r"ld\.global\S*", ptx)
+    assert loads and all(".v4." in ld for ld in loads), loads
