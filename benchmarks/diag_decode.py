@@ -137,11 +137,15 @@ def balanced_programs(tiles: int, sms: int) -> int:
     return -(-tiles // waves)
 
 
+def _tiles(config: dict, M: int, N: int) -> int:
+    return -(-M // config["BLOCK_M"]) * -(-N // config["BLOCK_N"])
+
+
 def _programs(grid, config: dict, M: int, N: int, sms: int):
     if grid is None:
         return None
     if grid == "balanced":
-        return balanced_programs(-(-M // config["BLOCK_M"]) * -(-N // config["BLOCK_N"]), sms)
+        return balanced_programs(_tiles(config, M, N), sms)
     return int(grid)
 
 
@@ -184,7 +188,8 @@ def main() -> None:
         return
     bw = copy_bandwidth(dev)
     old = importlib.import_module(args.old_module) if args.old_module else None
-    sink = torch.empty(16 * sms, dtype=torch.int32, device=dev)
+    # One word per reader program, for the reader with the most programs.
+    sink = torch.empty(max(per_sm for per_sm, _, _ in READERS) * sms, dtype=torch.int32, device=dev)
     rows = []
     for N, K in parse_shapes(args.shapes):
         for M in parse_ints(args.m, "--m"):
@@ -222,7 +227,7 @@ def main() -> None:
                 if not c.get("HOPPER") or not C.fits(c, N, K) or K % c["BLOCK_K"]:
                     continue
                 programs = _programs(grid, c, M, N, sms)
-                tiles = -(-M // c["BLOCK_M"]) * -(-N // c["BLOCK_N"])
+                tiles = _tiles(c, M, N)  # the launcher's grid is min(tiles, programs or SMs)
                 if extra is None and (programs is None or min(programs, tiles) == min(sms, tiles)):
                     continue  # the heuristic's config on its own grid: the ours column
                 calls[spec] = lambda i, c=c, g=programs: H.launch(c, sets[i].A, sets[i].B, sets[i].scale_a,

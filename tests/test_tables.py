@@ -3,13 +3,14 @@ medians that docs/benchmarks.md quotes against the suite targets."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.bench_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,10 +69,7 @@ def test_a_point_twice_in_one_run_is_refused(tmp_path):
 def test_one_run_has_no_pooled_row(tmp_path, capsys):
     # From the command line one file prints the full tables instead; runs() with one file is the
     # library case: its row, and no pooled row (a median of one run is that run).
-    # Loaded from its path: "tables" is also PyTables' import name.
-    spec = importlib.util.spec_from_file_location("hipbmm_bench_tables", ROOT / "benchmarks" / "tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    tables = load_script("tables.py")
     f = tmp_path / "only.json"
     _run_file(f, {(4096, 4096, 1, False): 1.3})
     tables.runs([str(f)])

@@ -4,31 +4,16 @@ contiguous reader issue 4-byte loads, and look slower than the strided one)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
+
+from tests.support.bench_scripts import load_script
 
 triton = pytest.importorskip("triton")
 pytest.importorskip("triton.experimental.gluon")  # diag_decode imports the sm_90 kernel module
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _diag_decode():
-    spec = importlib.util.spec_from_file_location("bench_diag_decode", BENCH / "diag_decode.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
-    return mod
-
-
-D = _diag_decode()
+D = load_script("diag_decode.py")
 
 
 @pytest.mark.parametrize("kernel", ["_read_kernel", "_read_strided_kernel"])

@@ -37,7 +37,8 @@ def test_no_reader_timed_reaches_the_aimed_floor_fraction(shape, aim):
 def test_ours_trails_the_fastest_reader_by_the_documented_margin():
     """Behind the fastest 16-byte reader (a strided one) by 1.5-4.7 us (docs/benchmarks.md)."""
     for p in _readers():
-        assert 1.45 < p["ours_us"] - _best(p, "read_s") < 4.75, (p["N"], p["K"], p["M"])
+        # The bounds are the docs' 1.5 and 4.7 as rounded to 0.1 us, no more slack.
+        assert 1.45 <= p["ours_us"] - _best(p, "read_s") < 4.75, (p["N"], p["K"], p["M"])
 
 
 def test_inductor_is_behind_ours_except_at_28672x4096_decode():

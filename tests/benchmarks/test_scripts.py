@@ -8,13 +8,14 @@ GPU script makes a short run with small arguments and writes its output.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+
+from tests.support.bench_scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(ROOT, "benchmarks")
@@ -35,13 +36,7 @@ def test_every_script_is_covered():
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_script_imports(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name[:-3]}", os.path.join(BENCH, name))
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, BENCH)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(BENCH)
+    load_script(name)
 
 
 HELP_OK = [s for s in SCRIPTS if s != "tables.py"]
@@ -138,9 +133,7 @@ def test_ab_build_loads_a_copy_of_the_kernel_module(tmp_path):
     """``--old-module`` given as a file: a pristine copy of ``ops/triton_fp8_hopper.py`` (relative
     imports and dataclasses included) loads; a file that does not is named, not a traceback."""
     pytest.importorskip("triton.experimental.gluon")
-    spec = importlib.util.spec_from_file_location("bench_ab_hopper_build", os.path.join(BENCH, "ab_hopper_build.py"))
-    ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ab)
+    ab = load_script("ab_hopper_build.py")
     copy = tmp_path / "old_triton_fp8_hopper.py"
     copy.write_text(open(os.path.join(ROOT, "ops", "triton_fp8_hopper.py")).read())
     old = ab.load_build(str(copy))
@@ -160,9 +153,7 @@ def test_timeline_probe_is_the_shipped_kernel_with_stamps(tmp_path):
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    spec = importlib.util.spec_from_file_location("bench_diag_timeline", os.path.join(BENCH, "diag_timeline.py"))
-    tl = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tl)
+    tl = load_script("diag_timeline.py")
     with pytest.raises(ValueError, match="the barrier set-up found 0 times"):
         tl.probe_source(open(tl.KERNEL).read().replace("mbarrier.init(empty.index(j)", "mbarrier.init(empty.index(k)"))
     probe = tl.load_probe(str(tmp_path))

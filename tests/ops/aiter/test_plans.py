@@ -16,8 +16,9 @@ from hipbmm_inductor import tuning
 from hipbmm_inductor.ops import aiter_backend, registry
 from hipbmm_inductor.ops.aiter_backend import AiterBackend
 from hipbmm_inductor.tuning import measure, rocm_online
-from tests.support.aiter_shared import FP8, GPU, ROOT, ChooseSpy, check_close
+from tests.support.aiter_shared import FP8, GPU, ChooseSpy, check_close
 from tests.support.aiter_standin import AiterStandIn
+from tests.support.bench_scripts import load_script
 from tests.support.inputs import make_case
 
 
@@ -99,10 +100,7 @@ def test_is_fast_for_matches_is_fast(platform):
 # --- benchmarks/aiter_overhead.py runs (its numbers are checked in benchmarks, not here) -------
 
 def _overhead_script():
-    spec = importlib.util.spec_from_file_location("hipbmm_bench_aiter_overhead", ROOT / "benchmarks" / "aiter_overhead.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("aiter_overhead.py")
 
 
 def test_overhead_benchmark_runs(tmp_path):
